@@ -1,0 +1,41 @@
+#!/usr/bin/env node
+// The command line. Thin: each command parses its options and calls one function.
+
+import { Command } from "commander";
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../config/load.ts";
+import { VERSION } from "../version.ts";
+import { serve } from "./serve.ts";
+
+const program = new Command("authmilter")
+  .description("DKIM signing and DKIM/SPF/DMARC verification for Postfix, as one milter")
+  .version(VERSION);
+
+program
+  .command("serve")
+  .description("run the milter daemon")
+  .option("-c, --config <file>", `configuration file (default: ${DEFAULT_CONFIG_PATH}, embedded defaults if absent)`)
+  .option("-s, --socket <spec>", "listen here instead of the configured socket, e.g. inet:8891@127.0.0.1")
+  .action(async (opts: { config?: string; socket?: string }) => {
+    await serve(opts);
+  });
+
+const config = program.command("config").description("configuration tools");
+config
+  .command("check")
+  .description("validate a configuration file and report the first error with file, line and column")
+  .option("-c, --config <file>", `configuration file (default: ${DEFAULT_CONFIG_PATH})`)
+  .action((opts: { config?: string }) => {
+    const loaded = loadConfig(opts.config ?? DEFAULT_CONFIG_PATH);
+    console.log(`${loaded.source}: OK`);
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof ConfigError) {
+    console.error(`authmilter: configuration error: ${err.message}`);
+    process.exit(78); // EX_CONFIG: systemd and scripts can tell a bad config from a crash
+  }
+  console.error(`authmilter: ${(err as Error).message}`);
+  process.exit(1);
+}

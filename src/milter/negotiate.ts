@@ -1,0 +1,67 @@
+// OPTNEG: agree on version, actions and protocol steps with the MTA. Pure.
+
+import * as C from "./constants.ts";
+import type { OptionNegotiation, Reply } from "./types.ts";
+import { ProtocolError } from "./wire-strings.ts";
+
+/** What a handler declares it needs; the negotiator derives the masks from it. */
+export interface Requirements {
+  /** SMFIF_* bits without which the handler cannot work: the connection is refused. */
+  readonly requiredActions: number;
+  /** SMFIF_* bits taken when offered; the handler learns which it got. */
+  readonly optionalActions: number;
+  /** Macro names wanted per SMFIM_* stage (sent only if the MTA offers SETSYMLIST). */
+  readonly macros: ReadonlyMap<number, readonly string[]>;
+}
+
+export interface Agreement {
+  readonly version: number;
+  readonly actions: number;
+  readonly protocol: number;
+}
+
+export class NegotiationError extends ProtocolError {}
+
+/*
+ * We observe every event but decide only at end of message, so we promise "no reply" (NR_*)
+ * for everything before it: Postfix then pipelines headers and body chunks without waiting.
+ * UNKNOWN and DATA carry nothing we use. HDR_LEADSPC gives exact header bytes for DKIM.
+ * SKIP is useless under NR_BODY (it is a reply to BODY), so it is not asked for.
+ */
+const WANTED_PROTOCOL =
+  C.SMFIP_NOUNKNOWN |
+  C.SMFIP_NODATA |
+  C.SMFIP_NR_CONN |
+  C.SMFIP_NR_HELO |
+  C.SMFIP_NR_MAIL |
+  C.SMFIP_NR_RCPT |
+  C.SMFIP_NR_DATA |
+  C.SMFIP_NR_UNKN |
+  C.SMFIP_NR_HDR |
+  C.SMFIP_NR_EOH |
+  C.SMFIP_NR_BODY |
+  C.SMFIP_HDR_LEADSPC;
+
+export function negotiate(offer: OptionNegotiation, needs: Requirements): { reply: Reply; agreed: Agreement } {
+  if (offer.version < 2) throw new NegotiationError(`MTA speaks milter protocol version ${offer.version}, need 2 or later`);
+  // libmilter: an MTA that offers nothing means the version-1 defaults.
+  const mtaActions = offer.actions === 0 ? C.SMFI_V1_ACTS : offer.actions;
+  const mtaProtocol = offer.protocol === 0 ? C.SMFI_V1_PROT : offer.protocol;
+  const missing = needs.requiredActions & ~mtaActions;
+  if (missing !== 0) {
+    throw new NegotiationError(
+      `MTA does not offer the required milter actions 0x${missing.toString(16)} (offered 0x${mtaActions.toString(16)})`,
+    );
+  }
+  const version = Math.min(C.SMFI_VERSION, offer.version);
+  const sendMacros = (mtaActions & C.SMFIF_SETSYMLIST) !== 0 && needs.macros.size > 0;
+  const actions =
+    ((needs.requiredActions | needs.optionalActions) & mtaActions) | (sendMacros ? C.SMFIF_SETSYMLIST : 0);
+  // Steps the MTA did not offer must be dropped: the final mask decides which events we answer.
+  const protocol = WANTED_PROTOCOL & mtaProtocol;
+  const agreed = { version, actions, protocol };
+  return {
+    agreed,
+    reply: { kind: "optneg", ...agreed, macros: sendMacros ? needs.macros : new Map() },
+  };
+}

@@ -1,0 +1,212 @@
+// Network glue: listen on an opendkim-style socket, one session per connection, commands
+// handled strictly in order, limits and timeouts, graceful drain.
+
+import { lstatSync, unlinkSync } from "node:fs";
+import net from "node:net";
+import type { Logger } from "pino";
+import { decodeCommand, encodeReplies, encodeReply } from "./codec.ts";
+import { FrameDecoder, type Frame } from "./frame.ts";
+import type { FinalDecision, MilterHandler } from "./handler.ts";
+import { MilterSession } from "./session.ts";
+import { formatSocketSpec, parseSocketSpec, type SocketSpec } from "./socket-spec.ts";
+
+export interface ServerOptions {
+  readonly socket: string;
+  /** Applied while a unix socket is created, so its mode lets Postfix in (e.g. 0o007). */
+  readonly umask: number;
+  readonly maxConnections: number;
+  /** A connection with no traffic this long is closed (longer than Postfix's 300 s content timeout). */
+  readonly idleTimeoutMs: number;
+  readonly commandTimeoutMs: number;
+  readonly progressIntervalMs: number;
+  readonly maxPacketBytes: number;
+  /** On drain, connections still busy after this long are closed. */
+  readonly drainTimeoutMs: number;
+  readonly failureDecision: FinalDecision;
+  readonly logger: Logger;
+}
+
+// A client that pipelines faster than we handle is paused past this many queued frames.
+const MAX_QUEUED_FRAMES = 256;
+
+class Connection {
+  readonly #socket: net.Socket;
+  readonly #session: MilterSession;
+  readonly #decoder: FrameDecoder;
+  readonly #logger: Logger;
+  readonly #queue: Frame[] = [];
+  #running = false;
+  #closed = false;
+  #draining = false;
+
+  constructor(socket: net.Socket, handler: MilterHandler, sessionId: string, opts: ServerOptions) {
+    this.#socket = socket;
+    this.#logger = opts.logger.child({ session: sessionId });
+    this.#decoder = new FrameDecoder(opts.maxPacketBytes);
+    this.#session = new MilterSession(handler, {
+      sessionId,
+      logger: this.#logger,
+      commandTimeoutMs: opts.commandTimeoutMs,
+      progressIntervalMs: opts.progressIntervalMs,
+      failureDecision: opts.failureDecision,
+      sendProgress: () => this.#write(encodeReply({ kind: "progress" })),
+    });
+    // One event's replies leave in one write; without Nagle they leave at once (reference §13).
+    socket.setNoDelay(true);
+    socket.setTimeout(opts.idleTimeoutMs);
+    socket.on("timeout", () => {
+      this.#logger.warn("milter connection idle too long; closing");
+      socket.destroy();
+    });
+    socket.on("data", (data: Buffer) => this.#receive(data));
+    socket.on("error", (err) => this.#logger.debug({ err }, "milter socket error"));
+    socket.on("close", () => this.#finish());
+  }
+
+  get closed(): Promise<void> {
+    return this.#closed ? Promise.resolve() : new Promise((resolve) => this.#socket.once("close", () => resolve()));
+  }
+
+  /** Stop after the message in flight, if any; close at once when between messages. */
+  drain(): void {
+    this.#draining = true;
+    if (!this.#running && !this.#session.inMessage) this.#socket.end();
+  }
+
+  destroy(): void {
+    this.#socket.destroy();
+  }
+
+  #receive(data: Buffer): void {
+    let frames: Frame[];
+    try {
+      frames = this.#decoder.push(data);
+    } catch (err) {
+      this.#logger.warn({ err }, "malformed milter packet; closing the connection");
+      this.#socket.destroy();
+      return;
+    }
+    if (frames.length === 0) return;
+    this.#queue.push(...frames);
+    if (this.#queue.length > MAX_QUEUED_FRAMES) this.#socket.pause();
+    if (!this.#running) void this.#run();
+  }
+
+  async #run(): Promise<void> {
+    this.#running = true;
+    try {
+      for (let frame = this.#queue.shift(); frame !== undefined; frame = this.#queue.shift()) {
+        if (this.#closed) return;
+        if (this.#queue.length < MAX_QUEUED_FRAMES / 2 && this.#socket.isPaused()) this.#socket.resume();
+        const command = decodeCommand(frame);
+        const step = await this.#session.handle(command);
+        if (step.replies.length > 0) this.#write(encodeReplies(step.replies));
+        if (step.close || (this.#draining && !this.#session.inMessage)) {
+          this.#socket.end();
+          return;
+        }
+      }
+    } catch (err) {
+      // Decoding errors and anything unexpected end this connection only; the daemon lives.
+      this.#logger.warn({ err }, "milter protocol error; closing the connection");
+      this.#socket.destroy();
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  #write(bytes: Buffer): void {
+    if (!this.#closed && this.#socket.writable) this.#socket.write(bytes);
+  }
+
+  #finish(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#queue.length = 0;
+    this.#session.close();
+  }
+}
+
+export class MilterServer {
+  readonly #handler: MilterHandler;
+  readonly #opts: ServerOptions;
+  readonly #spec: SocketSpec;
+  readonly #server: net.Server;
+  readonly #connections = new Set<Connection>();
+  #nextSession = 0;
+
+  constructor(handler: MilterHandler, opts: ServerOptions) {
+    this.#handler = handler;
+    this.#opts = opts;
+    this.#spec = parseSocketSpec(opts.socket);
+    this.#server = net.createServer((socket) => this.#accept(socket));
+    this.#server.maxConnections = opts.maxConnections;
+    this.#server.on("drop", (data) =>
+      opts.logger.warn(
+        { limit: opts.maxConnections, client: data?.remoteAddress },
+        "milter connection limit reached; connection refused (Postfix applies milter_default_action)",
+      ),
+    );
+  }
+
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  /** Resolves with the address actually bound (a port of 0 picks a free one). */
+  async listen(): Promise<string> {
+    const spec = this.#spec;
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once("error", reject);
+      if (spec.kind === "tcp") {
+        this.#server.listen({ host: spec.host, port: spec.port, backlog: 511 }, resolve);
+        return;
+      }
+      removeStaleSocket(spec.path);
+      const previous = process.umask(this.#opts.umask);
+      try {
+        this.#server.listen({ path: spec.path, backlog: 511 }, resolve);
+      } finally {
+        process.umask(previous);
+      }
+    });
+    const bound = this.#server.address();
+    const actual = spec.kind === "tcp" && typeof bound === "object" && bound !== null ? { ...spec, port: bound.port } : spec;
+    const address = formatSocketSpec(actual);
+    this.#opts.logger.info({ socket: address }, `listening on ${address}`);
+    return address;
+  }
+
+  /** Stops accepting, lets messages in flight finish, then resolves. */
+  async drain(): Promise<void> {
+    const stopped = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    for (const connection of this.#connections) connection.drain();
+    const allClosed = Promise.all([...this.#connections].map((c) => c.closed));
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), this.#opts.drainTimeoutMs);
+    });
+    if ((await Promise.race([allClosed, deadline])) === "timeout") {
+      this.#opts.logger.warn({ open: this.#connections.size }, "drain timed out; closing remaining connections");
+      for (const connection of this.#connections) connection.destroy();
+    }
+    clearTimeout(timer);
+    await stopped;
+  }
+
+  #accept(socket: net.Socket): void {
+    const sessionId = (++this.#nextSession).toString(36);
+    const connection = new Connection(socket, this.#handler, sessionId, this.#opts);
+    this.#connections.add(connection);
+    socket.once("close", () => this.#connections.delete(connection));
+  }
+}
+
+/** A socket file left by a crashed run would make listen fail with EADDRINUSE. */
+function removeStaleSocket(path: string): void {
+  try {
+    if (lstatSync(path).isSocket()) unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+}
