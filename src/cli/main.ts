@@ -5,6 +5,7 @@ import { Command } from "commander";
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../config/load.ts";
 import { VERSION } from "../version.ts";
 import { serve } from "./serve.ts";
+import { registerVerify } from "./verify.ts";
 
 const program = new Command("authmilter")
   .description("DKIM signing and DKIM/SPF/DMARC verification for Postfix, as one milter")
@@ -18,6 +19,8 @@ program
   .action(async (opts: { config?: string; socket?: string }) => {
     await serve(opts);
   });
+
+registerVerify(program);
 
 const config = program.command("config").description("configuration tools");
 config

@@ -1,7 +1,7 @@
 // `authmilter serve`: load the config, listen, serve until SIGTERM, then drain.
 
 import type { Logger } from "pino";
-import { SoftwareHeaderHandler } from "../auth/software-header.ts";
+import { buildAuthHandler, buildResolver } from "../auth/build.ts";
 import { loadConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { createLogger } from "../log.ts";
@@ -24,7 +24,8 @@ export async function serve(options: ServeOptions): Promise<void> {
     { version: VERSION, config: loaded.source ?? "embedded defaults" },
     `authmilter ${VERSION} starting (config: ${loaded.source ?? "embedded defaults"})`,
   );
-  const handler = new SoftwareHeaderHandler({ version: VERSION, hostname: config.hostname, logger });
+  const resolver = buildResolver(config);
+  const handler = buildAuthHandler(config, resolver, logger);
   const server = new MilterServer(handler, {
     socket: config.milter.socket,
     umask: config.milter.socketUmask,

@@ -1,7 +1,7 @@
 // YAML loading with errors an admin can act on: file, line, column, what is wrong, the fix.
 
 import { existsSync, readFileSync } from "node:fs";
-import { LineCounter, isMap, isScalar, parseDocument, type Node } from "yaml";
+import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node } from "yaml";
 import { SCHEMA, defaultConfig, type Config, type Field, type FieldType, type Section } from "./schema.ts";
 
 export const DEFAULT_CONFIG_PATH = "/etc/authmilter/authmilter.yaml";
@@ -69,7 +69,14 @@ export function parseConfig(text: string, file: string): Config {
         fail(at(keyNode), `unknown option "${name}"${hint ? `; did you mean "${path === "" ? hint : `${path}.${hint}`}"?` : ""}`);
       }
       const valueNode = pair.value as Node | null;
-      if (isField(entry!)) {
+      if (isField(entry!) && entry.type.kind === "list") {
+        const items = isSeq(valueNode) ? (valueNode.items as Node[]) : valueNode === null ? [] : [valueNode];
+        const check = entry.type.check;
+        target[entry.target] = items.map((item) => {
+          if (!isScalar(item)) return fail(at(item), `"${name}" must be a list of single values`);
+          return convert({ kind: "string", ...(check ? { check } : {}) }, item, text, (reason) => fail(at(item), `"${name}": ${reason}`));
+        });
+      } else if (isField(entry!)) {
         if (!isScalar(valueNode)) fail(at(valueNode ?? keyNode), `"${name}" must be a single value`);
         target[entry!.target] = convert(entry!.type, valueNode as Node, text, (reason) => fail(at(valueNode), `"${name}": ${reason}`));
       } else {
@@ -79,6 +86,9 @@ export function parseConfig(text: string, file: string): Config {
     }
   };
   walk(doc.contents, SCHEMA, config, "");
+  // The authserv-id follows a configured host name unless it is set itself.
+  const root = doc.contents;
+  if (isMap(root) && !root.has("authservId") && root.has("hostname")) config["authservId"] = config["hostname"];
   return config as unknown as Config;
 }
 
@@ -120,6 +130,12 @@ function convert(type: FieldType, node: Node, text: string, fail: (reason: strin
       if (!/^[0-7]{1,4}$/.test(digits)) return fail(`expected an octal mode such as "0007", got ${source}`);
       return parseInt(digits, 8);
     }
+    case "boolean": {
+      if (typeof value !== "boolean") return fail(`expected true or false, got ${source}`);
+      return value;
+    }
+    case "list":
+      return fail("a list cannot stand here");
     case "enum": {
       if (typeof value !== "string" || !type.values.includes(value)) {
         return fail(`expected one of ${type.values.join(", ")}, got ${source}`);

@@ -2,7 +2,20 @@
 // this; config/authmilter.example.yaml documents the same options for admins.
 
 import { hostname } from "node:os";
+import { parseServer } from "../dns/client.ts";
+import { hostListFromValues } from "../keys/hosts.ts";
 import { parseSocketSpec } from "../milter/socket-spec.ts";
+
+/** RFC 8601 authserv-id is a value: a token or quoted string; we allow what needs no quoting. */
+function checkAuthservId(value: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(value)) {
+    throw new Error(`${JSON.stringify(value)} is not a valid authserv-id (letters, digits, ".", "-", "_")`);
+  }
+}
+
+function checkDnsServer(value: string): void {
+  parseServer(value);
+}
 
 export const FAILURE_ACTIONS = ["tempfail", "accept", "reject"] as const;
 export type FailureAction = (typeof FAILURE_ACTIONS)[number];
@@ -11,8 +24,30 @@ export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] a
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface Config {
-  /** Names this host in headers (the authserv-id later); default: the system host name. */
+  /** Names this host in the software header; default: the system host name. */
   readonly hostname: string;
+  /** The authserv-id of our Authentication-Results headers (RFC 8601); default: hostname. */
+  readonly authservId: string;
+  /** Clients whose mail is ours (opendkim's InternalHosts): not verified, signed later. */
+  readonly internalHosts: readonly string[];
+  readonly verify: {
+    readonly softwareHeader: boolean;
+    /** opendmarc's SPFSelfValidate: run SPF ourselves rather than trust an upstream A-R. */
+    readonly spfSelfValidate: boolean;
+    /** opendmarc's TrustedAuthservIDs: A-R headers from these are kept and may feed DMARC. */
+    readonly trustedAuthservIds: readonly string[];
+    /** opendmarc's SPFIgnoreResults: never take SPF from a trusted A-R header. */
+    readonly spfIgnoreResults: boolean;
+    /** opendmarc's IgnoreAuthenticatedClients: SASL-authenticated mail is not verified. */
+    readonly ignoreAuthenticatedClients: boolean;
+  };
+  readonly dns: {
+    /** "ip", "ip:port" or "[ipv6]:port"; empty: the system's (/etc/resolv.conf). */
+    readonly servers: readonly string[];
+    readonly timeoutMs: number;
+    readonly tries: number;
+    readonly cacheEntries: number;
+  };
   readonly milter: {
     readonly socket: string;
     readonly socketUmask: number;
@@ -34,6 +69,8 @@ export type FieldType =
   | { readonly kind: "integer"; readonly min: number; readonly max: number }
   | { readonly kind: "duration"; readonly minMs: number; readonly maxMs: number }
   | { readonly kind: "octal" }
+  | { readonly kind: "boolean" }
+  | { readonly kind: "list"; readonly check?: (value: string) => void }
   | { readonly kind: "enum"; readonly values: readonly string[] };
 
 /** The YAML key (as admins write it) → where it goes and how it is checked. */
@@ -51,6 +88,29 @@ export const SCHEMA: Readonly<Record<string, Section | Field>> = {
     type: { kind: "string" },
     target: "hostname",
     doc: "host name used in added headers; default: this machine's name",
+  },
+  authservId: {
+    type: { kind: "string", check: checkAuthservId },
+    target: "authservId",
+    doc: "authserv-id of our Authentication-Results; default: hostname",
+  },
+  internalHosts: {
+    type: { kind: "list", check: (v) => void hostListFromValues([v], "internalHosts") },
+    target: "internalHosts",
+    doc: "IPs, CIDRs and host names whose mail is ours (opendkim InternalHosts)",
+  },
+  verify: {
+    softwareHeader: { type: { kind: "boolean" }, target: "softwareHeader", doc: "add the Authmilter-Filter header" },
+    spfSelfValidate: { type: { kind: "boolean" }, target: "spfSelfValidate", doc: "check SPF ourselves" },
+    trustedAuthservIds: { type: { kind: "list", check: checkAuthservId }, target: "trustedAuthservIds", doc: "upstream authserv-ids whose results are kept" },
+    spfIgnoreResults: { type: { kind: "boolean" }, target: "spfIgnoreResults", doc: "ignore SPF results of trusted headers" },
+    ignoreAuthenticatedClients: { type: { kind: "boolean" }, target: "ignoreAuthenticatedClients", doc: "do not verify SASL-authenticated mail" },
+  },
+  dns: {
+    servers: { type: { kind: "list", check: checkDnsServer }, target: "servers", doc: "DNS servers: ip, ip:port, [ipv6]:port" },
+    timeout: { type: { kind: "duration", minMs: 100, maxMs: 60_000 }, target: "timeoutMs", doc: "per DNS query attempt" },
+    tries: { type: { kind: "integer", min: 1, max: 10 }, target: "tries", doc: "rounds over the DNS servers" },
+    cacheEntries: { type: { kind: "integer", min: 0, max: 10_000_000 }, target: "cacheEntries", doc: "DNS answers cached (0: no cache)" },
   },
   milter: {
     socket: {
@@ -101,8 +161,19 @@ export const SCHEMA: Readonly<Record<string, Section | Field>> = {
 };
 
 export function defaultConfig(): Config {
+  const host = hostname();
   return {
-    hostname: hostname(),
+    hostname: host,
+    authservId: host,
+    internalHosts: ["127.0.0.1", "::1"],
+    verify: {
+      softwareHeader: true,
+      spfSelfValidate: true,
+      trustedAuthservIds: [],
+      spfIgnoreResults: false,
+      ignoreAuthenticatedClients: true,
+    },
+    dns: { servers: [], timeoutMs: 2_000, tries: 2, cacheEntries: 10_000 },
     milter: {
       socket: "inet:8891@127.0.0.1",
       socketUmask: 0o007,
