@@ -1,12 +1,13 @@
-// Builds the auth handler and its resolver from configuration: shared by the daemon and the
-// offline `verify` command, so both take the same path.
+// Builds the auth handler's state and resolver from configuration: shared by the daemon (at
+// start and on reload), `config check` and the offline `verify` command, so all take one path.
 
 import type { Logger } from "pino";
 import type { Config } from "../config/schema.ts";
 import { createResolver, type Resolver } from "../dns/index.ts";
 import { hostListFromValues } from "../keys/hosts.ts";
+import { loadSigningSetup } from "../keys/signing-setup.ts";
 import { VERSION } from "../version.ts";
-import { AuthHandler } from "./handler.ts";
+import { AuthHandler, type AuthState } from "./handler.ts";
 
 export function buildResolver(config: Config): Resolver {
   const { servers, timeoutMs, tries, cacheEntries } = config.dns;
@@ -18,20 +19,37 @@ export function buildResolver(config: Config): Resolver {
   });
 }
 
-export function buildAuthHandler(config: Config, resolver: Resolver, logger: Logger): AuthHandler {
-  return new AuthHandler(
-    {
+/** Loads every key and table the configuration names; throws on the first that fails. */
+export async function buildAuthState(config: Config): Promise<AuthState> {
+  const s = config.signing;
+  const signing = await loadSigningSetup(s);
+  return {
+    signing,
+    settings: {
       version: VERSION,
       hostname: config.hostname,
       authservId: config.authservId,
+      sign: config.mode !== "verify",
+      verify: config.mode !== "sign",
       softwareHeader: config.verify.softwareHeader,
       internalHosts: hostListFromValues(config.internalHosts, "internalHosts"),
+      externalIgnoreList: hostListFromValues(config.externalIgnoreList, "externalIgnoreList"),
+      submissionDaemons: s.submissionDaemons,
+      author: s.author,
+      signOptions: {
+        canonicalization: s.canonicalization,
+        ...(s.headers.length > 0 ? { headers: s.headers } : {}),
+        ...(s.oversign ? { oversign: s.oversign } : {}),
+        ...(s.expireMs > 0 ? { expireSeconds: Math.ceil(s.expireMs / 1000) } : {}),
+      },
       spfSelfValidate: config.verify.spfSelfValidate,
       spfIgnoreResults: config.verify.spfIgnoreResults,
       trustedAuthservIds: config.verify.trustedAuthservIds,
       ignoreAuthenticatedClients: config.verify.ignoreAuthenticatedClients,
     },
-    resolver.mailauth,
-    logger,
-  );
+  };
+}
+
+export async function buildAuthHandler(config: Config, resolver: Resolver, logger: Logger): Promise<AuthHandler> {
+  return new AuthHandler(await buildAuthState(config), resolver.mailauth, logger);
 }

@@ -1,9 +1,12 @@
-// One message's journey through authmilter: classify the client, verify what comes from
-// outside, remove forged results, add ours. Typed milter events in, typed actions out.
+// One message's journey through authmilter: classify the client, sign what is ours, verify
+// what comes from outside, remove forged results, add ours. Typed milter events in, typed
+// actions out.
 
 import type { Logger } from "pino";
 import type { DNSResolver } from "mailauth";
 import type { HostList } from "../keys/hosts.ts";
+import { matchesHost } from "../keys/hosts.ts";
+import type { SigningSetup } from "../keys/signing-setup.ts";
 import * as C from "../milter/constants.ts";
 import type {
   ClientInfo,
@@ -16,10 +19,12 @@ import type {
 } from "../milter/handler.ts";
 import type { Modification } from "../milter/types.ts";
 import { AUTHENTICATION_RESULTS, planAuthenticationResults } from "./authres.ts";
+import { firstMailbox } from "./author.ts";
 import { classifyClient, type ClientClass } from "./classify.ts";
-import { isNamed, type HeaderField } from "./header-field.ts";
-import { formatAuthenticationResults } from "./results.ts";
+import { isNamed, unfoldedText, type HeaderField } from "./header-field.ts";
 import { describeVerification } from "./log-lines.ts";
+import { formatAuthenticationResults } from "./results.ts";
+import { MessageSigner, type SignOptions } from "./sign.ts";
 import { MessageVerifier } from "./verify.ts";
 
 export const SOFTWARE_HEADER = "Authmilter-Filter";
@@ -38,12 +43,24 @@ export interface AuthSettings {
   readonly version: string;
   readonly hostname: string;
   readonly authservId: string;
+  readonly sign: boolean;
+  readonly verify: boolean;
   readonly softwareHeader: boolean;
   readonly internalHosts: HostList;
+  readonly externalIgnoreList: HostList;
+  readonly submissionDaemons: readonly string[];
+  readonly author: "from" | "sender" | "mailfrom";
+  readonly signOptions: SignOptions;
   readonly spfSelfValidate: boolean;
   readonly spfIgnoreResults: boolean;
   readonly trustedAuthservIds: readonly string[];
   readonly ignoreAuthenticatedClients: boolean;
+}
+
+/** Everything a message needs from configuration; replaced whole on reload. */
+export interface AuthState {
+  readonly settings: AuthSettings;
+  readonly signing: SigningSetup;
 }
 
 export class AuthHandler implements MilterHandler {
@@ -53,45 +70,50 @@ export class AuthHandler implements MilterHandler {
     optionalActions: C.SMFIF_CHGHDRS | C.SMFIF_QUARANTINE,
     macros: WANTED_MACROS,
   };
-  readonly #settings: AuthSettings;
+  #state: AuthState;
   readonly #resolver: DNSResolver;
   readonly #logger: Logger;
 
-  constructor(settings: AuthSettings, resolver: DNSResolver, logger: Logger) {
-    this.#settings = settings;
+  constructor(state: AuthState, resolver: DNSResolver, logger: Logger) {
+    this.#state = state;
     this.#resolver = resolver;
     this.#logger = logger;
   }
 
+  /** Messages that start from now on use `state`; messages in flight keep theirs. */
+  reload(state: AuthState): void {
+    this.#state = state;
+  }
+
   openConnection(context: ConnectionContext): ConnectionHandler {
-    const settings = this.#settings;
-    const resolver = this.#resolver;
-    const logger = this.#logger;
     let client: ClientInfo = { hostname: "unknown", family: "unknown", address: "", port: 0 };
     let helo = "";
+    let daemonName: string | undefined;
     return {
-      connect(info) {
+      connect: (info) => {
         client = info;
+        // smtpd's value; cleanup sends its own at the header and body stages (§13.2).
+        daemonName = context.macros.get("{daemon_name}");
       },
       helo(name) {
         helo = name;
       },
-      startMessage(args): MessageHandler {
-        // {auth_authen} comes with MAIL from smtpd; cleanup's later macros may lack it (§13.2).
+      startMessage: (args): MessageHandler => {
+        const state = this.#state;
         const authUser = context.macros.get("{auth_authen}");
         const clientClass = classifyClient(
-          { address: client.address, hostname: client.hostname, ...(authUser ? { authUser } : {}) },
-          { internalHosts: settings.internalHosts },
+          { address: client.address, hostname: client.hostname, port: client.port, ...(authUser ? { authUser } : {}), ...(daemonName ? { daemonName } : {}) },
+          state.settings,
         );
         const sender = context.macros.get("{mail_addr}") ?? bareAddress(args[0] ?? "");
-        return new AuthMessage({ settings, resolver, logger, context, client, helo, sender, clientClass });
+        return new AuthMessage({ state, resolver: this.#resolver, logger: this.#logger, context, client, helo, sender, clientClass });
       },
     };
   }
 }
 
 interface MessageSetup {
-  readonly settings: AuthSettings;
+  readonly state: AuthState;
   readonly resolver: DNSResolver;
   readonly logger: Logger;
   readonly context: ConnectionContext;
@@ -104,13 +126,20 @@ interface MessageSetup {
 class AuthMessage implements MessageHandler {
   readonly #setup: MessageSetup;
   readonly #verifier: MessageVerifier | undefined;
-  /** Only the A-R fields are kept: they are all the end of message needs to see again. */
+  /** Ours and to be signed: the header block is kept until the author (and so the key) is known. */
+  readonly #signHeaders: HeaderField[] | undefined;
+  #signer: MessageSigner | undefined;
+  #notSignedWhy: string | undefined;
+  /** A-R fields are kept: the end of message has to find forged ones and read trusted ones. */
   readonly #authResults: HeaderField[] = [];
+  readonly #authors = new Map<string, string>();
 
   constructor(setup: MessageSetup) {
     this.#setup = setup;
-    const { settings, clientClass } = setup;
-    const verify = clientClass.kind === "external" || (clientClass.kind === "authenticated" && !settings.ignoreAuthenticatedClients);
+    const { settings } = setup.state;
+    const kind = setup.clientClass.kind;
+    const ours = kind === "internal" || kind === "authenticated";
+    const verify = settings.verify && (kind === "external" || (kind === "authenticated" && !settings.ignoreAuthenticatedClients));
     this.#verifier = verify
       ? new MessageVerifier({
           resolver: setup.resolver,
@@ -122,19 +151,28 @@ class AuthMessage implements MessageHandler {
           spfIgnoreResults: settings.spfIgnoreResults,
         })
       : undefined;
+    this.#signHeaders = settings.sign && ours ? [] : undefined;
   }
 
   async header(name: string, value: Buffer): Promise<void> {
     const field = { name, value };
     if (isNamed(field, AUTHENTICATION_RESULTS)) this.#authResults.push(field);
+    const lower = name.toLowerCase();
+    if ((lower === "from" || lower === "sender") && !this.#authors.has(lower)) {
+      const mailbox = firstMailbox(unfoldedText(field));
+      if (mailbox) this.#authors.set(lower, mailbox);
+    }
+    this.#signHeaders?.push(field);
     await this.#verifier?.header(field);
   }
 
   async endOfHeaders(): Promise<void> {
+    if (this.#signHeaders) await this.#startSigning(this.#signHeaders);
     await this.#verifier?.endOfHeaders();
   }
 
   async body(chunk: Buffer): Promise<void> {
+    this.#signer?.body(chunk);
     await this.#verifier?.body(chunk);
   }
 
@@ -143,7 +181,8 @@ class AuthMessage implements MessageHandler {
   }
 
   async endOfMessage(): Promise<MessageOutcome> {
-    const { settings, context, client, clientClass, logger } = this.#setup;
+    const { state, context, client, clientClass, logger } = this.#setup;
+    const { settings } = state;
     const qid = context.macros.get("i") ?? "NOQUEUE";
     const log = logger.child({ qid });
     const who = `${client.hostname} [${client.address}]`;
@@ -151,31 +190,74 @@ class AuthMessage implements MessageHandler {
     if (settings.softwareHeader) {
       modifications.push({ kind: "insheader", index: 1, name: SOFTWARE_HEADER, value: `authmilter ${settings.version} ${settings.hostname} ${qid}` });
     }
-    if (clientClass.kind === "internal") {
-      log.info({ client: who }, `${qid}: ${clientClass.why}; not verified`);
-      return { modifications, decision: { kind: "continue" } };
-    }
-    log.info({ client: who }, `${qid}: ${who} not internal`);
-    if (clientClass.kind === "authenticated") log.info({ user: clientClass.user }, `${qid}: authenticated as ${clientClass.user}`);
-    else log.info(`${qid}: not authenticated`);
-    if (!this.#verifier) return { modifications, decision: { kind: "continue" } };
+    // A message without headers or body never saw end of headers.
+    if (this.#signHeaders && !this.#signer && this.#notSignedWhy === undefined) await this.#startSigning(this.#signHeaders);
 
-    const plan = planAuthenticationResults(this.#authResults, settings.authservId, settings.trustedAuthservIds);
-    const verification = await this.#verifier.finish(plan.trusted);
-    for (const line of describeVerification(verification)) log.info(line.fields, `${qid}: ${line.text}`);
-    // Postfix unlinks a deleted header, shifting later ones: delete from the last up (§8).
-    for (const position of [...plan.forged].reverse()) {
-      log.info({ position }, `${qid}: removed an ${AUTHENTICATION_RESULTS} header that claims our authserv-id`);
-      modifications.push({ kind: "chgheader", index: position, name: AUTHENTICATION_RESULTS, value: "" });
+    if (clientClass.kind !== "external") {
+      log.info({ client: who }, `${qid}: ${clientClass.kind === "internal" ? clientClass.why : `authenticated as ${clientClass.user}`}`);
+    } else {
+      log.info({ client: who }, `${qid}: ${who} not internal`);
+      log.info(`${qid}: not authenticated`);
+      await this.#warnIfClaimingOurDomain(log, qid, who);
     }
-    // Inserted last at index 1, so it lands on top, above the software header (§8 stacking).
-    modifications.push({
-      kind: "insheader",
-      index: 1,
-      name: AUTHENTICATION_RESULTS,
-      value: formatAuthenticationResults(settings.authservId, verification.findings),
-    });
+
+    if (this.#signer) {
+      // Inserted at index 1 like opendkim; each insert lands above the one before (§8).
+      for (const signature of await this.#signer.finish()) {
+        modifications.push({ kind: "insheader", index: 1, name: signature.name, value: signature.value });
+        log.info({ domain: signature.domain, selector: signature.selector }, `${qid}: DKIM-Signature field added (s=${signature.selector}, d=${signature.domain})`);
+      }
+    } else if (this.#notSignedWhy) {
+      log.info(`${qid}: not signed: ${this.#notSignedWhy}`);
+    }
+
+    if (this.#verifier) {
+      const plan = planAuthenticationResults(this.#authResults, settings.authservId, settings.trustedAuthservIds);
+      const verification = await this.#verifier.finish(plan.trusted);
+      for (const line of describeVerification(verification)) log.info(line.fields, `${qid}: ${line.text}`);
+      // Postfix unlinks a deleted header, shifting later ones: delete from the last up (§8).
+      for (const position of [...plan.forged].reverse()) {
+        log.info({ position }, `${qid}: removed an ${AUTHENTICATION_RESULTS} header that claims our authserv-id`);
+        modifications.push({ kind: "chgheader", index: position, name: AUTHENTICATION_RESULTS, value: "" });
+      }
+      // Inserted last at index 1, so it lands on top, above the software header.
+      modifications.push({
+        kind: "insheader",
+        index: 1,
+        name: AUTHENTICATION_RESULTS,
+        value: formatAuthenticationResults(settings.authservId, verification.findings),
+      });
+    }
     return { modifications, decision: { kind: "continue" } };
+  }
+
+  /** The author decides the key; without one, or without a key for it, the message goes unsigned. */
+  async #startSigning(headers: readonly HeaderField[]): Promise<void> {
+    const { state, sender } = this.#setup;
+    const source = state.settings.author;
+    const author = source === "mailfrom" ? sender || undefined : source === "sender" ? (this.#authors.get("sender") ?? this.#authors.get("from")) : this.#authors.get("from");
+    if (!author) {
+      this.#notSignedWhy = source === "mailfrom" ? "null sender" : "no author address in From";
+      return;
+    }
+    const keys = await state.signing.keysFor(author);
+    if (keys.length === 0) {
+      this.#notSignedWhy = `no signing key for ${author.slice(author.lastIndexOf("@") + 1)}`;
+      return;
+    }
+    this.#signer = new MessageSigner(keys, state.settings.signOptions);
+    for (const h of headers) this.#signer.header(h.name, h.value);
+  }
+
+  /** opendkim's "external host ... tried to send mail as ...", silenced by externalIgnoreList. */
+  async #warnIfClaimingOurDomain(log: Logger, qid: string, who: string): Promise<void> {
+    const { state, client } = this.#setup;
+    const from = this.#authors.get("from");
+    if (!from || !state.settings.sign) return;
+    if (matchesHost(state.settings.externalIgnoreList, client.address || undefined, client.hostname)) return;
+    if ((await state.signing.keysFor(from)).length > 0) {
+      log.warn({ client: who, author: from }, `${qid}: external host ${who} tried to send mail as ${from.slice(from.lastIndexOf("@") + 1)}`);
+    }
   }
 }
 

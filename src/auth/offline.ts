@@ -9,6 +9,9 @@ import type { HeaderField } from "./header-field.ts";
 export interface Envelope {
   readonly clientAddress: string;
   readonly clientName?: string;
+  readonly clientPort?: number;
+  /** Postfix's {daemon_name} for the service the mail came in on. */
+  readonly daemonName?: string;
   readonly helo: string;
   /** "" for the null sender. */
   readonly sender: string;
@@ -58,8 +61,11 @@ export async function runMessage(handler: MilterHandler, envelope: Envelope, par
     macros,
   });
   const name = envelope.clientName ?? `[${envelope.clientAddress}]`;
-  macros.set(stage("C"), new Map([["{client_addr}", envelope.clientAddress], ["{client_name}", name]]));
-  await connection.connect?.({ hostname: name, family: envelope.clientAddress.includes(":") ? "inet6" : "inet", address: envelope.clientAddress, port: 0 });
+  const connectMacros = new Map([["{client_addr}", envelope.clientAddress], ["{client_name}", name]]);
+  if (envelope.daemonName) connectMacros.set("{daemon_name}", envelope.daemonName);
+  macros.set(stage("C"), connectMacros);
+  const family = envelope.clientAddress.includes(":") ? "inet6" : "inet";
+  await connection.connect?.({ hostname: name, family, address: envelope.clientAddress, port: envelope.clientPort ?? 25025 });
   await connection.helo?.(envelope.helo);
   const mail = new Map([["i", qid], ["{mail_addr}", envelope.sender]]);
   if (envelope.authUser) mail.set("{auth_authen}", envelope.authUser);

@@ -2,7 +2,9 @@
 // The command line. Thin: each command parses its options and calls one function.
 
 import { Command } from "commander";
+import { buildAuthState } from "../auth/build.ts";
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../config/load.ts";
+import { KeyError, TableError } from "../keys/errors.ts";
 import { VERSION } from "../version.ts";
 import { serve } from "./serve.ts";
 import { registerVerify } from "./verify.ts";
@@ -27,15 +29,17 @@ config
   .command("check")
   .description("validate a configuration file and report the first error with file, line and column")
   .option("-c, --config <file>", `configuration file (default: ${DEFAULT_CONFIG_PATH})`)
-  .action((opts: { config?: string }) => {
+  .action(async (opts: { config?: string }) => {
     const loaded = loadConfig(opts.config ?? DEFAULT_CONFIG_PATH);
-    console.log(`${loaded.source}: OK`);
+    // Tables and keys too: a key that fails to load must fail here, not on a message.
+    const state = await buildAuthState(loaded.config);
+    console.log(`${loaded.source}: OK (${state.signing.keyCount} signing key(s) loaded)`);
   });
 
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  if (err instanceof ConfigError) {
+  if (err instanceof ConfigError || err instanceof KeyError || err instanceof TableError) {
     console.error(`authmilter: configuration error: ${err.message}`);
     process.exit(78); // EX_CONFIG: systemd and scripts can tell a bad config from a crash
   }

@@ -1,7 +1,8 @@
 // `authmilter serve`: load the config, listen, serve until SIGTERM, then drain.
 
 import type { Logger } from "pino";
-import { buildAuthHandler, buildResolver } from "../auth/build.ts";
+import { buildAuthHandler, buildAuthState, buildResolver } from "../auth/build.ts";
+import type { AuthHandler } from "../auth/handler.ts";
 import { loadConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { createLogger } from "../log.ts";
@@ -25,7 +26,7 @@ export async function serve(options: ServeOptions): Promise<void> {
     `authmilter ${VERSION} starting (config: ${loaded.source ?? "embedded defaults"})`,
   );
   const resolver = buildResolver(config);
-  const handler = buildAuthHandler(config, resolver, logger);
+  const handler = await buildAuthHandler(config, resolver, logger);
   const server = new MilterServer(handler, {
     socket: config.milter.socket,
     umask: config.milter.socketUmask,
@@ -39,14 +40,29 @@ export async function serve(options: ServeOptions): Promise<void> {
     logger,
   });
   await server.listen();
-  handleSignals(server, logger);
+  handleSignals(server, logger, () => reload(handler, options.config, logger));
 }
 
 function failureDecision(action: Config["milter"]["onInternalError"]): FinalDecision {
   return { kind: action === "accept" ? "continue" : action };
 }
 
-function handleSignals(server: MilterServer, logger: Logger): void {
+/**
+ * SIGHUP: read the configuration, tables and keys again and swap them in whole. A broken new
+ * configuration is refused and the old one keeps serving; messages in flight keep theirs.
+ * The socket, limits and DNS servers are read at start only.
+ */
+async function reload(handler: AuthHandler, configPath: string | undefined, logger: Logger): Promise<void> {
+  try {
+    const loaded = loadConfig(configPath);
+    handler.reload(await buildAuthState(loaded.config));
+    logger.info({ config: loaded.source ?? "embedded defaults" }, "SIGHUP: configuration, tables and keys reloaded");
+  } catch (err) {
+    logger.error({ err }, `SIGHUP: reload refused, still serving the previous configuration: ${(err as Error).message}`);
+  }
+}
+
+function handleSignals(server: MilterServer, logger: Logger, onReload: () => Promise<void>): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -65,6 +81,8 @@ function handleSignals(server: MilterServer, logger: Logger): void {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
-  // The default action of SIGHUP is to die; until reload lands, say so and keep serving.
-  process.on("SIGHUP", () => logger.warn("SIGHUP: configuration reload is not implemented yet; still serving"));
+  let reloading = Promise.resolve();
+  process.on("SIGHUP", () => {
+    reloading = reloading.then(onReload);
+  });
 }

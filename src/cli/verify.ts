@@ -42,7 +42,7 @@ export function registerVerify(program: Command): void {
       const resolver = buildResolver(config);
       try {
         const outcome = await runMessage(
-          buildAuthHandler(config, resolver, logger),
+          await buildAuthHandler(config, resolver, logger),
           { clientAddress: flags.ip, helo: flags.helo ?? `[${flags.ip}]`, sender: flags.mailFrom ?? "" },
           parseMessage(raw),
         );

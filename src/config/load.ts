@@ -69,7 +69,18 @@ export function parseConfig(text: string, file: string): Config {
         fail(at(keyNode), `unknown option "${name}"${hint ? `; did you mean "${path === "" ? hint : `${path}.${hint}`}"?` : ""}`);
       }
       const valueNode = pair.value as Node | null;
-      if (isField(entry!) && entry.type.kind === "list") {
+      if (isField(entry!) && entry.type.kind === "entries") {
+        const { item, required } = entry.type;
+        if (valueNode !== null && !isSeq(valueNode)) fail(at(valueNode ?? keyNode), `"${name}" must be a list of entries (- key: value)`);
+        target[entry.target] = ((isSeq(valueNode) ? valueNode.items : []) as Node[]).map((itemNode, i) => {
+          if (!isMap(itemNode)) return fail(at(itemNode), `"${name}" entry ${i + 1} must be a mapping (key: value)`);
+          const out: Record<string, unknown> = {};
+          walk(itemNode, item, out, `${name}[${i + 1}]`);
+          const missing = required.filter((k) => !(item[k] && (item[k] as Field).target in out));
+          if (missing.length > 0) fail(at(itemNode), `"${name}" entry ${i + 1} lacks ${missing.map((m) => `"${m}"`).join(", ")}`);
+          return out;
+        });
+      } else if (isField(entry!) && entry.type.kind === "list") {
         const items = isSeq(valueNode) ? (valueNode.items as Node[]) : valueNode === null ? [] : [valueNode];
         const check = entry.type.check;
         target[entry.target] = items.map((item) => {
@@ -135,6 +146,7 @@ function convert(type: FieldType, node: Node, text: string, fail: (reason: strin
       return value;
     }
     case "list":
+    case "entries":
       return fail("a list cannot stand here");
     case "enum": {
       if (typeof value !== "string" || !type.values.includes(value)) {

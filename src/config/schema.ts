@@ -13,6 +13,19 @@ function checkAuthservId(value: string): void {
   }
 }
 
+function checkDomainPattern(value: string): void {
+  const bare = value === "*" ? "example" : value.replace(/^\*\./, "");
+  if (!/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/.test(bare)) {
+    throw new Error(`${JSON.stringify(value)} is not a domain, "*.domain" or "*"`);
+  }
+}
+
+function checkSelector(value: string): void {
+  if (!/^[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?)*$/.test(value)) {
+    throw new Error(`${JSON.stringify(value)} is not a DKIM selector (letters, digits, "-", "_", dots between labels)`);
+  }
+}
+
 function checkDnsServer(value: string): void {
   parseServer(value);
 }
@@ -23,13 +36,54 @@ export type FailureAction = (typeof FAILURE_ACTIONS)[number];
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
+export const MODES = ["sign", "verify", "sign+verify"] as const;
+export type Mode = (typeof MODES)[number];
+export const CANONICALIZATIONS = ["relaxed/relaxed", "relaxed/simple", "simple/simple", "simple/relaxed"] as const;
+export const AUTHOR_SOURCES = ["from", "sender", "mailfrom"] as const;
+
+/** One native signing entry: mail whose author domain matches `domain` is signed with this key. */
+export interface SigningKeyEntry {
+  /** "example.com", "*.example.com" (its subdomains) or "*" (any domain). */
+  readonly domain: string;
+  /** d=; default: `domain` itself, or the part after "*." for a subdomain pattern. */
+  readonly signingDomain?: string;
+  readonly selector: string;
+  readonly keyFile: string;
+}
+
 export interface Config {
+  /** sign, verify, or both (opendkim's Mode sv). */
+  readonly mode: Mode;
   /** Names this host in the software header; default: the system host name. */
   readonly hostname: string;
   /** The authserv-id of our Authentication-Results headers (RFC 8601); default: hostname. */
   readonly authservId: string;
   /** Clients whose mail is ours (opendkim's InternalHosts): not verified, signed later. */
   readonly internalHosts: readonly string[];
+  /** opendkim's ExternalIgnoreList: external hosts allowed to send as our domains without a warning. */
+  readonly externalIgnoreList: readonly string[];
+  readonly signing: {
+    readonly keys: readonly SigningKeyEntry[];
+    /** opendkim KeyTable file, read as it is. */
+    readonly keyTable?: string;
+    /** opendkim SigningTable: "/path" (exact entries) or "refile:/path" (wildcards). */
+    readonly signingTable?: string;
+    /** opendkim's MultipleSignatures: every SigningTable match signs, not only the first. */
+    readonly multipleSignatures: boolean;
+    readonly requireSafeKeys: boolean;
+    readonly minimumKeyBits: number;
+    /** Which identity picks the signing domain (opendkim's SenderHeaders, roughly). */
+    readonly author: (typeof AUTHOR_SOURCES)[number];
+    /** {daemon_name} values whose mail is ours (opendkim's MTA option), e.g. ORIGINATING. */
+    readonly submissionDaemons: readonly string[];
+    /** Header fields signed when present; empty: the built-in list. */
+    readonly headers: readonly string[];
+    /** Header fields over-signed; empty list turns over-signing off; absent: the built-in list. */
+    readonly oversign?: readonly string[];
+    readonly canonicalization: (typeof CANONICALIZATIONS)[number];
+    /** x= this long after t=; 0: no expiry. */
+    readonly expireMs: number;
+  };
   readonly verify: {
     readonly softwareHeader: boolean;
     /** opendmarc's SPFSelfValidate: run SPF ourselves rather than trust an upstream A-R. */
@@ -71,6 +125,8 @@ export type FieldType =
   | { readonly kind: "octal" }
   | { readonly kind: "boolean" }
   | { readonly kind: "list"; readonly check?: (value: string) => void }
+  /** A list of mappings, each checked against `item`; `required` keys must be present. */
+  | { readonly kind: "entries"; readonly item: Section; readonly required: readonly string[] }
   | { readonly kind: "enum"; readonly values: readonly string[] };
 
 /** The YAML key (as admins write it) → where it goes and how it is checked. */
@@ -98,6 +154,39 @@ export const SCHEMA: Readonly<Record<string, Section | Field>> = {
     type: { kind: "list", check: (v) => void hostListFromValues([v], "internalHosts") },
     target: "internalHosts",
     doc: "IPs, CIDRs and host names whose mail is ours (opendkim InternalHosts)",
+  },
+  mode: { type: { kind: "enum", values: MODES }, target: "mode", doc: "sign, verify or sign+verify" },
+  externalIgnoreList: {
+    type: { kind: "list", check: (v) => void hostListFromValues([v], "externalIgnoreList") },
+    target: "externalIgnoreList",
+    doc: "external hosts that may send as our domains without a log warning",
+  },
+  signing: {
+    keys: {
+      type: {
+        kind: "entries",
+        required: ["domain", "selector", "keyFile"],
+        item: {
+          domain: { type: { kind: "string", check: checkDomainPattern }, target: "domain", doc: "author domain pattern" },
+          signingDomain: { type: { kind: "string", check: checkDomainPattern }, target: "signingDomain", doc: "d= domain" },
+          selector: { type: { kind: "string", check: checkSelector }, target: "selector", doc: "s= selector" },
+          keyFile: { type: { kind: "string" }, target: "keyFile", doc: "private key file" },
+        },
+      },
+      target: "keys",
+      doc: "native signing entries",
+    },
+    keyTable: { type: { kind: "string" }, target: "keyTable", doc: "opendkim KeyTable file" },
+    signingTable: { type: { kind: "string" }, target: "signingTable", doc: "opendkim SigningTable (refile: for wildcards)" },
+    multipleSignatures: { type: { kind: "boolean" }, target: "multipleSignatures", doc: "sign with every SigningTable match" },
+    requireSafeKeys: { type: { kind: "boolean" }, target: "requireSafeKeys", doc: "refuse keys others can read" },
+    minimumKeyBits: { type: { kind: "integer", min: 0, max: 16384 }, target: "minimumKeyBits", doc: "smallest RSA key" },
+    author: { type: { kind: "enum", values: AUTHOR_SOURCES }, target: "author", doc: "identity whose domain picks the key" },
+    submissionDaemons: { type: { kind: "list" }, target: "submissionDaemons", doc: "{daemon_name} values that mean 'ours'" },
+    headers: { type: { kind: "list" }, target: "headers", doc: "header fields to sign" },
+    oversign: { type: { kind: "list" }, target: "oversign", doc: "header fields to over-sign" },
+    canonicalization: { type: { kind: "enum", values: CANONICALIZATIONS }, target: "canonicalization", doc: "c=" },
+    expire: { type: { kind: "duration", minMs: 0, maxMs: 366 * 86_400_000 }, target: "expireMs", doc: "x= after t=" },
   },
   verify: {
     softwareHeader: { type: { kind: "boolean" }, target: "softwareHeader", doc: "add the Authmilter-Filter header" },
@@ -163,8 +252,21 @@ export const SCHEMA: Readonly<Record<string, Section | Field>> = {
 export function defaultConfig(): Config {
   const host = hostname();
   return {
+    mode: "sign+verify",
     hostname: host,
     authservId: host,
+    externalIgnoreList: [],
+    signing: {
+      keys: [],
+      multipleSignatures: false,
+      requireSafeKeys: true,
+      minimumKeyBits: 1024,
+      author: "from",
+      submissionDaemons: [],
+      headers: [],
+      canonicalization: "relaxed/relaxed",
+      expireMs: 0,
+    },
     internalHosts: ["127.0.0.1", "::1"],
     verify: {
       softwareHeader: true,

@@ -119,7 +119,7 @@ async function sign(message: string, specs: Array<{ key: TestKey; selector: stri
 async function verify(message: string, envelope: Partial<Envelope> = {}, cfg = config()): Promise<MessageOutcome> {
   resolver?.close();
   resolver = buildResolver(cfg);
-  const handler = buildAuthHandler(cfg, resolver, pino({ level: "silent" }));
+  const handler = await buildAuthHandler(cfg, resolver, pino({ level: "silent" }));
   return runMessage(
     handler,
     { clientAddress: "192.0.2.1", helo: "mail.example.org", sender: "alice@example.org", ...envelope },
@@ -263,7 +263,7 @@ describe("DMARC", () => {
     resolver?.close();
     resolver = buildResolver(cfg);
     const logger = pino({ level: "info" }, { write: (l: string) => void logs.push(JSON.parse(l).msg) });
-    const handler = buildAuthHandler(cfg, resolver, logger);
+    const handler = await buildAuthHandler(cfg, resolver, logger);
     for (const from of ["ceo@exists.parent.example", "ceo@ghost.parent.example"]) {
       await runMessage(handler, { clientAddress: "203.0.113.9", helo: "mail.example.org", sender: "x@parent.example" }, parseMessage(Buffer.from(plain(from))));
     }
