@@ -46,6 +46,12 @@ export async function buildAuthState(config: Config): Promise<AuthState> {
       spfIgnoreResults: config.verify.spfIgnoreResults,
       trustedAuthservIds: config.verify.trustedAuthservIds,
       ignoreAuthenticatedClients: config.verify.ignoreAuthenticatedClients,
+      requiredHeaders: config.policy.requiredHeaders,
+      dmarc: config.policy.dmarc,
+      dmarcIgnoreHosts: hostListFromValues(config.policy.dmarc.ignoreHosts, "policy.dmarc.ignoreHosts"),
+      actions: config.actions,
+      limits: config.limits,
+      random: Math.random,
     },
   };
 }

@@ -19,15 +19,19 @@ import type {
 } from "../milter/handler.ts";
 import type { Modification } from "../milter/types.ts";
 import { AUTHENTICATION_RESULTS, planAuthenticationResults } from "./authres.ts";
-import { firstMailbox } from "./author.ts";
+import { parseMailboxList } from "./address.ts";
 import { classifyClient, type ClientClass } from "./classify.ts";
 import { isNamed, unfoldedText, type HeaderField } from "./header-field.ts";
 import { describeVerification } from "./log-lines.ts";
+import { decide, type DmarcEnforcement, type FailureActions } from "./policy.ts";
+import { brokenHeaderRule } from "./required-headers.ts";
 import { formatAuthenticationResults } from "./results.ts";
 import { MessageSigner, type SignOptions } from "./sign.ts";
 import { MessageVerifier } from "./verify.ts";
 
 export const SOFTWARE_HEADER = "Authmilter-Filter";
+
+const NO_FINDINGS = { dkim: [], spf: [] } as const;
 
 /** Macros we ask Postfix for, per stage (reference §9); main.cf's milter_*_macros are the fallback. */
 export const WANTED_MACROS: Requirements["macros"] = new Map([
@@ -55,6 +59,20 @@ export interface AuthSettings {
   readonly spfIgnoreResults: boolean;
   readonly trustedAuthservIds: readonly string[];
   readonly ignoreAuthenticatedClients: boolean;
+  readonly requiredHeaders: boolean;
+  readonly dmarc: DmarcEnforcement;
+  /** opendmarc's IgnoreHosts: clients whose mail DMARC never acts on. */
+  readonly dmarcIgnoreHosts: HostList;
+  readonly actions: FailureActions;
+  readonly limits: {
+    readonly maxSignatures: number;
+    readonly maxMessageBytes: number;
+    readonly maxHeaders: number;
+    readonly maxHeaderBytes: number;
+    readonly messageTimeoutMs: number;
+  };
+  /** The pct= sample draw; Math.random in the daemon. */
+  readonly random: () => number;
 }
 
 /** Everything a message needs from configuration; replaced whole on reload. */
@@ -133,6 +151,15 @@ class AuthMessage implements MessageHandler {
   /** A-R fields are kept: the end of message has to find forged ones and read trusted ones. */
   readonly #authResults: HeaderField[] = [];
   readonly #authors = new Map<string, string>();
+  /** Field counts by lower-cased name and the From values, for RequiredHeaders. */
+  readonly #counts = new Map<string, number>();
+  readonly #fromValues: string[] = [];
+  #headerCount = 0;
+  #headerBytes = 0;
+  #bodyBytes = 0;
+  /** Set when the message broke a limit: from then on it is only counted, not examined. */
+  #overLimit: string | undefined;
+  readonly #deadline: number;
 
   constructor(setup: MessageSetup) {
     this.#setup = setup;
@@ -149,17 +176,28 @@ class AuthMessage implements MessageHandler {
           sender: setup.sender,
           spfSelfValidate: settings.spfSelfValidate,
           spfIgnoreResults: settings.spfIgnoreResults,
+          maxSignatures: settings.limits.maxSignatures,
         })
       : undefined;
+    this.#deadline = Date.now() + settings.limits.messageTimeoutMs;
     this.#signHeaders = settings.sign && ours ? [] : undefined;
   }
 
   async header(name: string, value: Buffer): Promise<void> {
     const field = { name, value };
+    // A-R fields are tracked even past the limits: a forged one must still go.
     if (isNamed(field, AUTHENTICATION_RESULTS)) this.#authResults.push(field);
     const lower = name.toLowerCase();
-    if ((lower === "from" || lower === "sender") && !this.#authors.has(lower)) {
-      const mailbox = firstMailbox(unfoldedText(field));
+    const n = (this.#counts.get(lower) ?? 0) + 1;
+    this.#counts.set(lower, n);
+    this.#headerBytes += name.length + value.length + 3;
+    const { limits } = this.#setup.state.settings;
+    if (++this.#headerCount > limits.maxHeaders) this.#exceeded(`more than ${limits.maxHeaders} header fields`);
+    if (this.#headerBytes > limits.maxHeaderBytes) this.#exceeded(`header block over ${limits.maxHeaderBytes} bytes`);
+    if (this.#overLimit) return;
+    if (lower === "from") this.#fromValues.push(unfoldedText(field));
+    if ((lower === "from" || lower === "sender") && n === 1) {
+      const mailbox = parseMailboxList(unfoldedText(field)).mailboxes[0];
       if (mailbox) this.#authors.set(lower, mailbox);
     }
     this.#signHeaders?.push(field);
@@ -167,13 +205,26 @@ class AuthMessage implements MessageHandler {
   }
 
   async endOfHeaders(): Promise<void> {
+    if (this.#overLimit) return;
     if (this.#signHeaders) await this.#startSigning(this.#signHeaders);
     await this.#verifier?.endOfHeaders();
   }
 
   async body(chunk: Buffer): Promise<void> {
+    this.#bodyBytes += chunk.length;
+    const { limits } = this.#setup.state.settings;
+    if (this.#bodyBytes > limits.maxMessageBytes) this.#exceeded(`body over ${limits.maxMessageBytes} bytes`);
+    if (this.#overLimit) return;
     this.#signer?.body(chunk);
     await this.#verifier?.body(chunk);
+  }
+
+  /** Past a limit the message is not examined further (no CPU for it); the end decides what it gets. */
+  #exceeded(why: string): void {
+    if (this.#overLimit) return;
+    this.#overLimit = why;
+    this.#verifier?.abort();
+    this.#signer = undefined;
   }
 
   abort(): void {
@@ -190,8 +241,7 @@ class AuthMessage implements MessageHandler {
     if (settings.softwareHeader) {
       modifications.push({ kind: "insheader", index: 1, name: SOFTWARE_HEADER, value: `authmilter ${settings.version} ${settings.hostname} ${qid}` });
     }
-    // A message without headers or body never saw end of headers.
-    if (this.#signHeaders && !this.#signer && this.#notSignedWhy === undefined) await this.#startSigning(this.#signHeaders);
+    if (this.#overLimit) log.warn({ limit: this.#overLimit }, `${qid}: ${this.#overLimit}; not examined further`);
 
     if (clientClass.kind !== "external") {
       log.info({ client: who }, `${qid}: ${clientClass.kind === "internal" ? clientClass.why : `authenticated as ${clientClass.user}`}`);
@@ -200,7 +250,58 @@ class AuthMessage implements MessageHandler {
       log.info(`${qid}: not authenticated`);
       await this.#warnIfClaimingOurDomain(log, qid, who);
     }
+    await this.#sign(modifications, log, qid);
+    if (!this.#verifier) {
+      // Ours, or verification off: over a limit it still gets the security-concern action.
+      const verdict = this.#overLimit ? decide({ findings: NO_FINDINGS, hostExempt: false, securityConcern: this.#overLimit }, settings.dmarc, settings.actions, settings.random) : undefined;
+      if (verdict?.why) log.warn(`${qid}: ${verdict.why}`);
+      return { modifications, decision: verdict?.decision ?? { kind: "continue" }, ...(verdict?.quarantine ? { quarantine: verdict.quarantine } : {}) };
+    }
 
+    const plan = planAuthenticationResults(this.#authResults, settings.authservId, settings.trustedAuthservIds);
+    // Postfix unlinks a deleted header, shifting later ones: delete from the last up (§8).
+    for (const position of [...plan.forged].reverse()) {
+      log.info({ position }, `${qid}: removed an ${AUTHENTICATION_RESULTS} header that claims our authserv-id`);
+      modifications.push({ kind: "chgheader", index: position, name: AUTHENTICATION_RESULTS, value: "" });
+    }
+    const hostExempt = matchesHost(settings.dmarcIgnoreHosts, client.address || undefined, client.hostname);
+    if (this.#overLimit) {
+      const verdict = decide({ findings: NO_FINDINGS, hostExempt, securityConcern: this.#overLimit }, settings.dmarc, settings.actions, settings.random);
+      if (verdict.why) log.warn(`${qid}: ${verdict.why}`);
+      return { modifications, decision: verdict.decision, ...(verdict.quarantine ? { quarantine: verdict.quarantine } : {}) };
+    }
+
+    const verification = await this.#withDeadline(this.#verifier.finish(plan.trusted));
+    if (verification === "timeout") {
+      const why = `verification took longer than ${settings.limits.messageTimeoutMs} ms`;
+      const verdict = decide({ findings: NO_FINDINGS, hostExempt, timedOut: why }, settings.dmarc, settings.actions, settings.random);
+      log.warn(`${qid}: ${verdict.why ?? why}`);
+      return { modifications, decision: verdict.decision, ...(verdict.quarantine ? { quarantine: verdict.quarantine } : {}) };
+    }
+    for (const line of describeVerification(verification)) log.info(line.fields, `${qid}: ${line.text}`);
+    if (verification.skippedSignatures > 0) {
+      log.warn(`${qid}: ${verification.skippedSignatures} DKIM signature(s) beyond limits.maxSignatures not verified`);
+    }
+    const rule = settings.requiredHeaders ? brokenHeaderRule({ counts: this.#counts, fromValues: this.#fromValues }) : undefined;
+    const verdict = decide(
+      { findings: verification.findings, ...(verification.dmarcPolicy ? { dmarcPolicy: verification.dmarcPolicy } : {}), hostExempt, ...(rule ? { brokenHeaderRule: rule } : {}) },
+      settings.dmarc,
+      settings.actions,
+      settings.random,
+    );
+    const dmarc = verification.findings.dmarc;
+    const findings = dmarc ? { ...verification.findings, dmarc: { ...dmarc, disposition: verdict.disposition } } : verification.findings;
+    if (dmarc && verdict.disposition !== "none") log.info({ disposition: verdict.disposition }, `${qid}: DMARC ${dmarc.headerFrom ?? "-"} disposition ${verdict.disposition}`);
+    if (verdict.why) log.warn({ decision: verdict.decision.kind }, `${qid}: ${verdict.why}`);
+    // Inserted last at index 1, so it lands on top, above the software header.
+    modifications.push({ kind: "insheader", index: 1, name: AUTHENTICATION_RESULTS, value: formatAuthenticationResults(settings.authservId, findings) });
+    return { modifications, decision: verdict.decision, ...(verdict.quarantine ? { quarantine: verdict.quarantine } : {}) };
+  }
+
+  async #sign(modifications: Modification[], log: Logger, qid: string): Promise<void> {
+    if (this.#overLimit) return;
+    // A message without headers or body never saw end of headers.
+    if (this.#signHeaders && !this.#signer && this.#notSignedWhy === undefined) await this.#startSigning(this.#signHeaders);
     if (this.#signer) {
       // Inserted at index 1 like opendkim; each insert lands above the one before (§8).
       for (const signature of await this.#signer.finish()) {
@@ -210,25 +311,21 @@ class AuthMessage implements MessageHandler {
     } else if (this.#notSignedWhy) {
       log.info(`${qid}: not signed: ${this.#notSignedWhy}`);
     }
+  }
 
-    if (this.#verifier) {
-      const plan = planAuthenticationResults(this.#authResults, settings.authservId, settings.trustedAuthservIds);
-      const verification = await this.#verifier.finish(plan.trusted);
-      for (const line of describeVerification(verification)) log.info(line.fields, `${qid}: ${line.text}`);
-      // Postfix unlinks a deleted header, shifting later ones: delete from the last up (§8).
-      for (const position of [...plan.forged].reverse()) {
-        log.info({ position }, `${qid}: removed an ${AUTHENTICATION_RESULTS} header that claims our authserv-id`);
-        modifications.push({ kind: "chgheader", index: position, name: AUTHENTICATION_RESULTS, value: "" });
-      }
-      // Inserted last at index 1, so it lands on top, above the software header.
-      modifications.push({
-        kind: "insheader",
-        index: 1,
-        name: AUTHENTICATION_RESULTS,
-        value: formatAuthenticationResults(settings.authservId, verification.findings),
-      });
+  /** The message's own deadline, counted from MAIL FROM: slow DNS ends in the DNS-error action. */
+  async #withDeadline<T>(work: Promise<T>): Promise<T | "timeout"> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), Math.max(0, this.#deadline - Date.now()));
+    });
+    try {
+      const result = await Promise.race([work, timeout]);
+      if (result === "timeout") this.#verifier?.abort();
+      return result;
+    } finally {
+      clearTimeout(timer);
     }
-    return { modifications, decision: { kind: "continue" } };
   }
 
   /** The author decides the key; without one, or without a key for it, the message goes unsigned. */

@@ -28,6 +28,8 @@ export interface VerifyOptions {
   readonly sender: string;
   readonly spfSelfValidate: boolean;
   readonly spfIgnoreResults: boolean;
+  /** DKIM signatures verified; later ones are not shown to the verifier at all. */
+  readonly maxSignatures: number;
 }
 
 export interface Verification {
@@ -36,7 +38,15 @@ export interface Verification {
   readonly spfChecks: readonly SpfFinding[];
   /** Where the SPF result DMARC used came from. */
   readonly spfSource: "self" | "trusted" | "none";
-  readonly dmarcPolicy?: { readonly p?: string; readonly sp?: string; readonly testMode?: boolean };
+  readonly dmarcPolicy?: {
+    readonly p?: string;
+    /** The policy mailauth applied: p, sp or np, weakened by t=y (RFC 9989). */
+    readonly applied?: string;
+    /** RFC 7489 pct=, which RFC 9989 dropped and mailauth no longer applies. */
+    readonly pct?: number;
+  };
+  /** Signatures beyond maxSignatures, not verified. */
+  readonly skippedSignatures: number;
 }
 
 const CRLF = Buffer.from("\r\n");
@@ -74,7 +84,11 @@ export class MessageVerifier {
     this.#spf.catch(() => {});
   }
 
+  #signatures = 0;
+
   header(field: HeaderField): Promise<void> {
+    // mailauth verifies every signature it sees (200 on 1 MB cost > 1 s): it sees only the first few.
+    if (field.name.toLowerCase() === "dkim-signature" && ++this.#signatures > this.#opts.maxSignatures) return Promise.resolve();
     return this.#write(wireForm(field));
   }
 
@@ -130,7 +144,8 @@ export class MessageVerifier {
           // Verification only reports; applying the policy is the policy layer's decision.
           disposition: "none",
         };
-        dmarcPolicy = { p: r.p, sp: r.sp, testMode: r.testMode };
+        const pct = /(?:^|;)\s*pct\s*=\s*([0-9]{1,3})\s*(?:;|$)/i.exec(r.rr ?? "")?.[1];
+        dmarcPolicy = { p: r.p, applied: r.policy, ...(pct === undefined ? {} : { pct: Number(pct) }) };
       } else {
         dmarc = { result: "permerror", reason: evaluation.reason ?? "no author domain", disposition: "none" };
       }
@@ -139,6 +154,7 @@ export class MessageVerifier {
       findings: { dkim, spf: spfChecks, ...(dmarc ? { dmarc } : {}), arc: arcFinding },
       spfChecks,
       spfSource,
+      skippedSignatures: Math.max(0, this.#signatures - this.#opts.maxSignatures),
       ...(dmarcPolicy ? { dmarcPolicy } : {}),
     };
   }

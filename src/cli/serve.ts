@@ -6,7 +6,7 @@ import type { AuthHandler } from "../auth/handler.ts";
 import { loadConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { createLogger } from "../log.ts";
-import type { FinalDecision } from "../milter/handler.ts";
+import { actionDecision } from "../auth/policy.ts";
 import { MilterServer } from "../milter/server.ts";
 import { VERSION } from "../version.ts";
 
@@ -36,16 +36,13 @@ export async function serve(options: ServeOptions): Promise<void> {
     progressIntervalMs: config.milter.progressIntervalMs,
     maxPacketBytes: config.milter.maxPacketBytes,
     drainTimeoutMs: config.milter.drainTimeoutMs,
-    failureDecision: failureDecision(config.milter.onInternalError),
+    failureDecision: actionDecision(config.actions.internalError),
     logger,
   });
   await server.listen();
   handleSignals(server, logger, () => reload(handler, options.config, logger));
 }
 
-function failureDecision(action: Config["milter"]["onInternalError"]): FinalDecision {
-  return { kind: action === "accept" ? "continue" : action };
-}
 
 /**
  * SIGHUP: read the configuration, tables and keys again and swap them in whole. A broken new

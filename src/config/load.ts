@@ -57,7 +57,7 @@ export function parseConfig(text: string, file: string): Config {
   if (!isMap(doc.contents)) fail(start(doc.contents), "the file must be a mapping of options (key: value)");
 
   const at = (node: Node | null | undefined): number => (node ? start(node) : 0);
-  const walk = (map: unknown, schema: Readonly<Record<string, Section | Field>>, target: Record<string, unknown>, path: string) => {
+  const walk = (map: unknown, schema: Section, target: Record<string, unknown>, path: string) => {
     if (!isMap(map)) return;
     for (const pair of map.items) {
       const keyNode = pair.key as Node;

@@ -32,6 +32,8 @@ function checkDnsServer(value: string): void {
 
 export const FAILURE_ACTIONS = ["tempfail", "accept", "reject"] as const;
 export type FailureAction = (typeof FAILURE_ACTIONS)[number];
+export const ACTIONS = ["accept", "tempfail", "reject", "quarantine"] as const;
+export type ActionName = (typeof ACTIONS)[number];
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -95,6 +97,31 @@ export interface Config {
     /** opendmarc's IgnoreAuthenticatedClients: SASL-authenticated mail is not verified. */
     readonly ignoreAuthenticatedClients: boolean;
   };
+  readonly policy: {
+    /** opendmarc's RequiredHeaders: RFC 5322 §3.6 field counts, else 550 5.7.1. */
+    readonly requiredHeaders: boolean;
+    readonly dmarc: {
+      readonly enforce: boolean;
+      readonly quarantine: "hold" | "mark";
+      readonly ignoreDomains: readonly string[];
+      readonly ignoreHosts: readonly string[];
+    };
+  };
+  /** opendkim's On-* settings: what a message gets in each kind of trouble. */
+  readonly actions: {
+    readonly dnsError: ActionName;
+    readonly internalError: FailureAction;
+    readonly badSignature: ActionName;
+    readonly noSignature: ActionName;
+    readonly securityConcern: ActionName;
+  };
+  readonly limits: {
+    readonly maxSignatures: number;
+    readonly maxMessageBytes: number;
+    readonly maxHeaders: number;
+    readonly maxHeaderBytes: number;
+    readonly messageTimeoutMs: number;
+  };
   readonly dns: {
     /** "ip", "ip:port" or "[ipv6]:port"; empty: the system's (/etc/resolv.conf). */
     readonly servers: readonly string[];
@@ -111,7 +138,6 @@ export interface Config {
     readonly progressIntervalMs: number;
     readonly maxPacketBytes: number;
     readonly drainTimeoutMs: number;
-    readonly onInternalError: FailureAction;
   };
   readonly log: {
     readonly level: LogLevel;
@@ -137,9 +163,11 @@ export interface Field {
   readonly doc: string;
 }
 
-export type Section = Readonly<Record<string, Field>>;
+export interface Section {
+  readonly [key: string]: Section | Field;
+}
 
-export const SCHEMA: Readonly<Record<string, Section | Field>> = {
+export const SCHEMA: Section = {
   hostname: {
     type: { kind: "string" },
     target: "hostname",
@@ -195,6 +223,33 @@ export const SCHEMA: Readonly<Record<string, Section | Field>> = {
     spfIgnoreResults: { type: { kind: "boolean" }, target: "spfIgnoreResults", doc: "ignore SPF results of trusted headers" },
     ignoreAuthenticatedClients: { type: { kind: "boolean" }, target: "ignoreAuthenticatedClients", doc: "do not verify SASL-authenticated mail" },
   },
+  policy: {
+    requiredHeaders: { type: { kind: "boolean" }, target: "requiredHeaders", doc: "RFC 5322 field checks" },
+    dmarc: {
+      enforce: { type: { kind: "boolean" }, target: "enforce", doc: "act on DMARC failures" },
+      quarantine: { type: { kind: "enum", values: ["hold", "mark"] }, target: "quarantine", doc: "hold or only mark" },
+      ignoreDomains: { type: { kind: "list" }, target: "ignoreDomains", doc: "author domains never enforced" },
+      ignoreHosts: {
+        type: { kind: "list", check: (v) => void hostListFromValues([v], "policy.dmarc.ignoreHosts") },
+        target: "ignoreHosts",
+        doc: "clients never enforced",
+      },
+    },
+  },
+  actions: {
+    dnsError: { type: { kind: "enum", values: ACTIONS }, target: "dnsError", doc: "a DNS lookup the verdict needs failed" },
+    internalError: { type: { kind: "enum", values: FAILURE_ACTIONS }, target: "internalError", doc: "authmilter failed on the message" },
+    badSignature: { type: { kind: "enum", values: ACTIONS }, target: "badSignature", doc: "DKIM signatures failed, none passed" },
+    noSignature: { type: { kind: "enum", values: ACTIONS }, target: "noSignature", doc: "no DKIM signature" },
+    securityConcern: { type: { kind: "enum", values: ACTIONS }, target: "securityConcern", doc: "the message broke a limit" },
+  },
+  limits: {
+    maxSignatures: { type: { kind: "integer", min: 1, max: 100 }, target: "maxSignatures", doc: "DKIM signatures verified per message" },
+    maxMessageSize: { type: { kind: "integer", min: 1024, max: 2 ** 40 }, target: "maxMessageBytes", doc: "bytes of body examined" },
+    maxHeaders: { type: { kind: "integer", min: 10, max: 1_000_000 }, target: "maxHeaders", doc: "header fields per message" },
+    maxHeaderSize: { type: { kind: "integer", min: 1024, max: 1 << 30 }, target: "maxHeaderBytes", doc: "bytes of header block" },
+    messageTimeout: { type: { kind: "duration", minMs: 100, maxMs: 3_600_000 }, target: "messageTimeoutMs", doc: "verification deadline" },
+  },
   dns: {
     servers: { type: { kind: "list", check: checkDnsServer }, target: "servers", doc: "DNS servers: ip, ip:port, [ipv6]:port" },
     timeout: { type: { kind: "duration", minMs: 100, maxMs: 60_000 }, target: "timeoutMs", doc: "per DNS query attempt" },
@@ -238,11 +293,6 @@ export const SCHEMA: Readonly<Record<string, Section | Field>> = {
       target: "drainTimeoutMs",
       doc: "on SIGTERM, how long messages in flight may take to finish",
     },
-    onInternalError: {
-      type: { kind: "enum", values: FAILURE_ACTIONS },
-      target: "onInternalError",
-      doc: "what a message gets when authmilter fails on it",
-    },
   },
   log: {
     level: { type: { kind: "enum", values: LOG_LEVELS }, target: "level", doc: "log verbosity" },
@@ -275,6 +325,12 @@ export function defaultConfig(): Config {
       spfIgnoreResults: false,
       ignoreAuthenticatedClients: true,
     },
+    policy: {
+      requiredHeaders: true,
+      dmarc: { enforce: false, quarantine: "hold", ignoreDomains: [], ignoreHosts: [] },
+    },
+    actions: { dnsError: "tempfail", internalError: "tempfail", badSignature: "accept", noSignature: "accept", securityConcern: "tempfail" },
+    limits: { maxSignatures: 5, maxMessageBytes: 64 * 1024 * 1024, maxHeaders: 1000, maxHeaderBytes: 1024 * 1024, messageTimeoutMs: 45_000 },
     dns: { servers: [], timeoutMs: 2_000, tries: 2, cacheEntries: 10_000 },
     milter: {
       socket: "inet:8891@127.0.0.1",
@@ -285,7 +341,6 @@ export function defaultConfig(): Config {
       progressIntervalMs: 10_000,
       maxPacketBytes: 1024 * 1024,
       drainTimeoutMs: 60_000,
-      onInternalError: "tempfail",
     },
     log: { level: "info" },
   };

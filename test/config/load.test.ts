@@ -36,7 +36,6 @@ describe("parseConfig", () => {
         "  progressInterval: 500ms",
         "  maxPacketSize: 2097152",
         "  drainTimeout: 2",
-        "  onInternalError: accept",
         "log:",
         "  level: debug",
       ].join("\n"),
@@ -52,7 +51,6 @@ describe("parseConfig", () => {
       progressIntervalMs: 500,
       maxPacketBytes: 2_097_152,
       drainTimeoutMs: 2_000,
-      onInternalError: "accept",
     });
     expect(config.log.level).toBe("debug");
   });
@@ -74,7 +72,13 @@ describe("parseConfig", () => {
     ["milter:\n  maxConnections: 0\n", 2, /0 is outside 1\.\.1000000/],
     ["milter:\n  idleTimeout: forever\n", 2, /expected a duration such as 30s/],
     ["milter:\n  socketUmask: 0999\n", 2, /expected an octal mode/],
-    ["milter:\n  onInternalError: drop\n", 2, /expected one of tempfail, accept, reject, got drop/],
+    ["actions:\n  internalError: drop\n", 2, /"actions.internalError": expected one of tempfail, accept, reject, got drop/],
+    ["actions:\n  dnsError: ignore\n", 2, /expected one of accept, tempfail, reject, quarantine, got ignore/],
+    ["policy:\n  dmarc:\n    enforce: yes please\n", 3, /"policy.dmarc.enforce": expected true or false/],
+    ["internalHosts:\n  - 10.0.0.0/33\n", 2, /internalHosts/],
+    ["signing:\n  keys:\n    - domain: example.com\n      selector: s1\n", 3, /"signing.keys" entry 1 lacks "keyFile"/],
+    ["signing:\n  keys:\n    - domain: exa mple.com\n      selector: s1\n      keyFile: /k\n", 3, /is not a domain/],
+    ["dns:\n  servers: [dns.example]\n", 2, /DNS server must be an IP address/],
     ["log: debug\n", 1, /"log" must be a section of options/],
     ["milter:\n  socket: [a, b]\n", 2, /"milter.socket" must be a single value/],
     ["- just\n- a list\n", 1, /must be a mapping of options/],
