@@ -6,7 +6,10 @@ import { buildAuthState } from "../auth/build.ts";
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../config/load.ts";
 import { KeyError, TableError } from "../keys/errors.ts";
 import { VERSION } from "../version.ts";
+import { registerReport } from "./report.ts";
+import { registerGenkey } from "./genkey.ts";
 import { serve } from "./serve.ts";
+import { registerTestkey } from "./testkey.ts";
 import { registerVerify } from "./verify.ts";
 
 const program = new Command("authmilter")
@@ -35,6 +38,10 @@ config
     const state = await buildAuthState(loaded.config);
     console.log(`${loaded.source}: OK (${state.signing.keyCount} signing key(s) loaded)`);
   });
+
+registerReport(program);
+registerGenkey(program);
+registerTestkey(program);
 
 try {
   await program.parseAsync(process.argv);
