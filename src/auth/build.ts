@@ -1,7 +1,9 @@
 // Builds the auth handler's state and resolver from configuration: shared by the daemon (at
 // start and on reload), `config check` and the offline `verify` command, so all take one path.
 
+import type { DNSResolver } from "mailauth";
 import type { Logger } from "pino";
+import type { AuthMetrics } from "../ops/metrics.ts";
 import type { Config } from "../config/schema.ts";
 import { createResolver, type Resolver } from "../dns/index.ts";
 import { hostListFromValues } from "../keys/hosts.ts";
@@ -52,10 +54,24 @@ export async function buildAuthState(config: Config): Promise<AuthState> {
       actions: config.actions,
       limits: config.limits,
       random: Math.random,
+      logSuccess: config.log.success,
+      logWhy: config.log.why,
     },
   };
 }
 
-export async function buildAuthHandler(config: Config, resolver: Resolver, logger: Logger): Promise<AuthHandler> {
-  return new AuthHandler(await buildAuthState(config), resolver.mailauth, logger);
+export async function buildAuthHandler(config: Config, resolver: Resolver, logger: Logger, metrics?: AuthMetrics): Promise<AuthHandler> {
+  return new AuthHandler(await buildAuthState(config), metrics ? timed(resolver.mailauth, metrics) : resolver.mailauth, logger, metrics);
+}
+
+/** The resolver as mailauth calls it, with each lookup's time observed. */
+function timed(resolve: DNSResolver, metrics: AuthMetrics): DNSResolver {
+  return async (name, rrtype) => {
+    const started = performance.now();
+    try {
+      return await resolve(name, rrtype);
+    } finally {
+      metrics.dnsSeconds.observe((performance.now() - started) / 1000, { type: rrtype });
+    }
+  };
 }

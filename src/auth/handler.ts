@@ -25,13 +25,16 @@ import { isNamed, unfoldedText, type HeaderField } from "./header-field.ts";
 import { describeVerification } from "./log-lines.ts";
 import { decide, type DmarcEnforcement, type FailureActions } from "./policy.ts";
 import { brokenHeaderRule } from "./required-headers.ts";
-import { formatAuthenticationResults } from "./results.ts";
+import { formatAuthenticationResults, type Findings } from "./results.ts";
+import type { AuthMetrics } from "../ops/metrics.ts";
 import { MessageSigner, type SignOptions } from "./sign.ts";
 import { MessageVerifier } from "./verify.ts";
 
 export const SOFTWARE_HEADER = "Authmilter-Filter";
 
 const NO_FINDINGS = { dkim: [], spf: [] } as const;
+
+type LogFn = Logger["info"];
 
 /** Macros we ask Postfix for, per stage (reference §9); main.cf's milter_*_macros are the fallback. */
 export const WANTED_MACROS: Requirements["macros"] = new Map([
@@ -73,6 +76,9 @@ export interface AuthSettings {
   };
   /** The pct= sample draw; Math.random in the daemon. */
   readonly random: () => number;
+  /** opendkim's SyslogSuccess and LogWhy: those lines at info, else at debug. */
+  readonly logSuccess: boolean;
+  readonly logWhy: boolean;
 }
 
 /** Everything a message needs from configuration; replaced whole on reload. */
@@ -91,11 +97,13 @@ export class AuthHandler implements MilterHandler {
   #state: AuthState;
   readonly #resolver: DNSResolver;
   readonly #logger: Logger;
+  readonly #metrics: AuthMetrics | undefined;
 
-  constructor(state: AuthState, resolver: DNSResolver, logger: Logger) {
+  constructor(state: AuthState, resolver: DNSResolver, logger: Logger, metrics?: AuthMetrics) {
     this.#state = state;
     this.#resolver = resolver;
     this.#logger = logger;
+    this.#metrics = metrics;
   }
 
   /** Messages that start from now on use `state`; messages in flight keep theirs. */
@@ -124,7 +132,9 @@ export class AuthHandler implements MilterHandler {
           state.settings,
         );
         const sender = context.macros.get("{mail_addr}") ?? bareAddress(args[0] ?? "");
-        return new AuthMessage({ state, resolver: this.#resolver, logger: this.#logger, context, client, helo, sender, clientClass });
+        this.#metrics?.messages.inc({ class: clientClass.kind });
+        const setup = { state, resolver: this.#resolver, logger: this.#logger, context, client, helo, sender, clientClass };
+        return new AuthMessage(this.#metrics ? { ...setup, metrics: this.#metrics } : setup);
       },
     };
   }
@@ -139,6 +149,7 @@ interface MessageSetup {
   readonly helo: string;
   readonly sender: string;
   readonly clientClass: ClientClass;
+  readonly metrics?: AuthMetrics;
 }
 
 class AuthMessage implements MessageHandler {
@@ -160,6 +171,7 @@ class AuthMessage implements MessageHandler {
   /** Set when the message broke a limit: from then on it is only counted, not examined. */
   #overLimit: string | undefined;
   readonly #deadline: number;
+  readonly #started = Date.now();
 
   constructor(setup: MessageSetup) {
     this.#setup = setup;
@@ -232,10 +244,25 @@ class AuthMessage implements MessageHandler {
   }
 
   async endOfMessage(): Promise<MessageOutcome> {
+    const outcome = await this.#end();
+    const metrics = this.#setup.metrics;
+    if (metrics) {
+      metrics.actions.inc({ action: outcome.quarantine ? "quarantine" : outcome.decision.kind });
+      metrics.messageSeconds.observe((Date.now() - this.#started) / 1000);
+      for (const m of outcome.modifications) {
+        if (m.kind === "insheader" && m.name === "DKIM-Signature") metrics.signatures.inc({ algorithm: /a=([a-z0-9-]+)/.exec(String(m.value))?.[1] ?? "unknown" });
+      }
+    }
+    return outcome;
+  }
+
+  async #end(): Promise<MessageOutcome> {
     const { state, context, client, clientClass, logger } = this.#setup;
     const { settings } = state;
     const qid = context.macros.get("i") ?? "NOQUEUE";
     const log = logger.child({ qid });
+    const why = settings.logWhy ? log.info.bind(log) : log.debug.bind(log);
+    const success = settings.logSuccess ? log.info.bind(log) : log.debug.bind(log);
     const who = `${client.hostname} [${client.address}]`;
     const modifications: Modification[] = [];
     if (settings.softwareHeader) {
@@ -244,13 +271,13 @@ class AuthMessage implements MessageHandler {
     if (this.#overLimit) log.warn({ limit: this.#overLimit }, `${qid}: ${this.#overLimit}; not examined further`);
 
     if (clientClass.kind !== "external") {
-      log.info({ client: who }, `${qid}: ${clientClass.kind === "internal" ? clientClass.why : `authenticated as ${clientClass.user}`}`);
+      why({ client: who }, `${qid}: ${clientClass.kind === "internal" ? clientClass.why : `authenticated as ${clientClass.user}`}`);
     } else {
-      log.info({ client: who }, `${qid}: ${who} not internal`);
-      log.info(`${qid}: not authenticated`);
+      why({ client: who }, `${qid}: ${who} not internal`);
+      why(`${qid}: not authenticated`);
       await this.#warnIfClaimingOurDomain(log, qid, who);
     }
-    await this.#sign(modifications, log, qid);
+    await this.#sign(modifications, qid, success, why);
     if (!this.#verifier) {
       // Ours, or verification off: over a limit it still gets the security-concern action.
       const verdict = this.#overLimit ? decide({ findings: NO_FINDINGS, hostExempt: false, securityConcern: this.#overLimit }, settings.dmarc, settings.actions, settings.random) : undefined;
@@ -278,7 +305,8 @@ class AuthMessage implements MessageHandler {
       log.warn(`${qid}: ${verdict.why ?? why}`);
       return { modifications, decision: verdict.decision, ...(verdict.quarantine ? { quarantine: verdict.quarantine } : {}) };
     }
-    for (const line of describeVerification(verification)) log.info(line.fields, `${qid}: ${line.text}`);
+    for (const line of describeVerification(verification)) (line.fields["result"] === "pass" ? success : log.info.bind(log))(line.fields, `${qid}: ${line.text}`);
+    this.#countResults(verification.findings);
     if (verification.skippedSignatures > 0) {
       log.warn(`${qid}: ${verification.skippedSignatures} DKIM signature(s) beyond limits.maxSignatures not verified`);
     }
@@ -298,7 +326,16 @@ class AuthMessage implements MessageHandler {
     return { modifications, decision: verdict.decision, ...(verdict.quarantine ? { quarantine: verdict.quarantine } : {}) };
   }
 
-  async #sign(modifications: Modification[], log: Logger, qid: string): Promise<void> {
+  #countResults(findings: Findings): void {
+    const results = this.#setup.metrics?.results;
+    if (!results) return;
+    for (const d of findings.dkim) results.inc({ method: "dkim", result: d.result });
+    for (const s of findings.spf) results.inc({ method: `spf-${s.identity}`, result: s.result });
+    if (findings.dmarc) results.inc({ method: "dmarc", result: findings.dmarc.result });
+    if (findings.arc) results.inc({ method: "arc", result: findings.arc.result });
+  }
+
+  async #sign(modifications: Modification[], qid: string, success: LogFn, why: LogFn): Promise<void> {
     if (this.#overLimit) return;
     // A message without headers or body never saw end of headers.
     if (this.#signHeaders && !this.#signer && this.#notSignedWhy === undefined) await this.#startSigning(this.#signHeaders);
@@ -306,10 +343,10 @@ class AuthMessage implements MessageHandler {
       // Inserted at index 1 like opendkim; each insert lands above the one before (§8).
       for (const signature of await this.#signer.finish()) {
         modifications.push({ kind: "insheader", index: 1, name: signature.name, value: signature.value });
-        log.info({ domain: signature.domain, selector: signature.selector }, `${qid}: DKIM-Signature field added (s=${signature.selector}, d=${signature.domain})`);
+        success({ domain: signature.domain, selector: signature.selector }, `${qid}: DKIM-Signature field added (s=${signature.selector}, d=${signature.domain})`);
       }
     } else if (this.#notSignedWhy) {
-      log.info(`${qid}: not signed: ${this.#notSignedWhy}`);
+      why(`${qid}: not signed: ${this.#notSignedWhy}`);
     }
   }
 

@@ -7,6 +7,8 @@ import { loadConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { createLogger } from "../log.ts";
 import { actionDecision } from "../auth/policy.ts";
+import { startMonitoring } from "../ops/http.ts";
+import { AuthMetrics, Observed } from "../ops/metrics.ts";
 import { MilterServer } from "../milter/server.ts";
 import { VERSION } from "../version.ts";
 
@@ -20,13 +22,14 @@ export async function serve(options: ServeOptions): Promise<void> {
   const config: Config = options.socket
     ? { ...loaded.config, milter: { ...loaded.config.milter, socket: options.socket } }
     : loaded.config;
-  const logger = createLogger(config.log.level);
+  const logger = createLogger(config.log);
   logger.info(
     { version: VERSION, config: loaded.source ?? "embedded defaults" },
     `authmilter ${VERSION} starting (config: ${loaded.source ?? "embedded defaults"})`,
   );
   const resolver = buildResolver(config);
-  const handler = await buildAuthHandler(config, resolver, logger);
+  const metrics = config.metrics.listen ? new AuthMetrics() : undefined;
+  const handler = await buildAuthHandler(config, resolver, logger, metrics);
   const server = new MilterServer(handler, {
     socket: config.milter.socket,
     umask: config.milter.socketUmask,
@@ -40,14 +43,24 @@ export async function serve(options: ServeOptions): Promise<void> {
     logger,
   });
   await server.listen();
-  handleSignals(server, logger, () => reload(handler, options.config, logger));
+  let serving = true;
+  if (metrics && config.metrics.listen) {
+    const r = metrics.registry;
+    r.add(new Observed("authmilter_connections", "Milter connections open", () => server.connectionCount));
+    r.add(new Observed("authmilter_dns_cache_hits_total", "DNS answers served from the cache", () => resolver.stats().cacheHits, "counter"));
+    r.add(new Observed("authmilter_dns_cache_misses_total", "DNS lookups sent upstream", () => resolver.stats().cacheMisses, "counter"));
+    r.add(new Observed("authmilter_dns_cache_entries", "DNS answers cached", () => resolver.stats().cache.entries));
+    const monitoring = await startMonitoring(config.metrics.listen, r, () => serving);
+    logger.info({ metrics: monitoring.address }, `metrics on http://${monitoring.address}/metrics`);
+  }
+  handleSignals(server, logger, () => reload(handler, options.config, logger), () => (serving = false));
 }
-
 
 /**
  * SIGHUP: read the configuration, tables and keys again and swap them in whole. A broken new
  * configuration is refused and the old one keeps serving; messages in flight keep theirs.
- * The socket, limits and DNS servers are read at start only.
+ * The milter section (socket, connection limits, timeouts), DNS, logging and metrics are read
+ * at start only.
  */
 async function reload(handler: AuthHandler, configPath: string | undefined, logger: Logger): Promise<void> {
   try {
@@ -59,11 +72,12 @@ async function reload(handler: AuthHandler, configPath: string | undefined, logg
   }
 }
 
-function handleSignals(server: MilterServer, logger: Logger, onReload: () => Promise<void>): void {
+function handleSignals(server: MilterServer, logger: Logger, onReload: () => Promise<void>, onStop: () => void): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
+    onStop();
     logger.info({ signal, connections: server.connectionCount }, `${signal}: draining, no new connections`);
     server.drain().then(
       () => {

@@ -4,6 +4,7 @@
 import { hostname } from "node:os";
 import { parseServer } from "../dns/client.ts";
 import { hostListFromValues } from "../keys/hosts.ts";
+import { FACILITIES, type Facility } from "../ops/syslog.ts";
 import { parseSocketSpec } from "../milter/socket-spec.ts";
 
 /** RFC 8601 authserv-id is a value: a token or quoted string; we allow what needs no quoting. */
@@ -141,6 +142,19 @@ export interface Config {
   };
   readonly log: {
     readonly level: LogLevel;
+    /** /dev/log (or another unix socket path) or udp://host:port; absent: no syslog. */
+    readonly syslog?: string;
+    readonly facility: Facility;
+    /** JSON lines on standard output too (when syslog is on). */
+    readonly stdout: boolean;
+    /** opendkim's SyslogSuccess: log successful verifications and signatures at info. */
+    readonly success: boolean;
+    /** opendkim's LogWhy: say at info why a message was not signed or verified. */
+    readonly why: boolean;
+  };
+  readonly metrics: {
+    /** host:port for /metrics and /healthz; absent: no endpoint. */
+    readonly listen?: string;
   };
 }
 
@@ -296,6 +310,34 @@ export const SCHEMA: Section = {
   },
   log: {
     level: { type: { kind: "enum", values: LOG_LEVELS }, target: "level", doc: "log verbosity" },
+    syslog: {
+      type: {
+        kind: "string",
+        check: (v) => {
+          if (!v.startsWith("/") && !/^udp:\/\/(?:\[[0-9A-Fa-f:.]+\]|[^:/\s]+):[0-9]{1,5}$/.test(v)) {
+            throw new Error(`${JSON.stringify(v)} is neither a socket path (/dev/log) nor udp://host:port`);
+          }
+        },
+      },
+      target: "syslog",
+      doc: "syslog target",
+    },
+    facility: { type: { kind: "enum", values: FACILITIES }, target: "facility", doc: "syslog facility" },
+    stdout: { type: { kind: "boolean" }, target: "stdout", doc: "JSON on stdout as well" },
+    success: { type: { kind: "boolean" }, target: "success", doc: "log successes at info" },
+    why: { type: { kind: "boolean" }, target: "why", doc: "log why mail is not signed/verified" },
+  },
+  metrics: {
+    listen: {
+      type: {
+        kind: "string",
+        check: (v) => {
+          if (!/^(?:\[[0-9A-Fa-f:.]+\]|[^:\s]+):[0-9]{1,5}$/.test(v)) throw new Error(`${JSON.stringify(v)} is not host:port or [ipv6]:port`);
+        },
+      },
+      target: "listen",
+      doc: "Prometheus endpoint",
+    },
   },
 };
 
@@ -342,6 +384,7 @@ export function defaultConfig(): Config {
       maxPacketBytes: 1024 * 1024,
       drainTimeoutMs: 60_000,
     },
-    log: { level: "info" },
+    log: { level: "info", facility: "mail", stdout: true, success: true, why: true },
+    metrics: {},
   };
 }
