@@ -9,6 +9,7 @@ import { createLogger } from "../log.ts";
 import { actionDecision } from "../auth/policy.ts";
 import { startMonitoring } from "../ops/http.ts";
 import { AuthMetrics, Observed } from "../ops/metrics.ts";
+import { notifySystemd } from "../ops/notify.ts";
 import { MilterServer } from "../milter/server.ts";
 import { VERSION } from "../version.ts";
 
@@ -42,7 +43,7 @@ export async function serve(options: ServeOptions): Promise<void> {
     failureDecision: actionDecision(config.actions.internalError),
     logger,
   });
-  await server.listen();
+  const address = await server.listen();
   let serving = true;
   if (metrics && config.metrics.listen) {
     const r = metrics.registry;
@@ -53,7 +54,11 @@ export async function serve(options: ServeOptions): Promise<void> {
     const monitoring = await startMonitoring(config.metrics.listen, r, () => serving);
     logger.info({ metrics: monitoring.address }, `metrics on http://${monitoring.address}/metrics`);
   }
-  handleSignals(server, logger, () => reload(handler, options.config, logger), () => (serving = false));
+  notifySystemd("ready", `serving on ${address}`);
+  handleSignals(server, logger, () => reload(handler, options.config, logger), () => {
+    serving = false;
+    notifySystemd("stopping", "draining");
+  });
 }
 
 /**

@@ -1,0 +1,167 @@
+// The daemon as an admin runs it: a child process with a config file, driven over the milter
+// protocol, watched through systemd readiness, syslog and /metrics, reloaded and stopped.
+
+import { execFile, spawn } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
+import dgram from "node:dgram";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CLI, startDaemon, type Daemon } from "../support/daemon-process.ts";
+import { startDnsServer, type DnsTestServer } from "../support/dns-server.ts";
+import { MilterClient, sendMessage } from "../support/milter-client.ts";
+
+const run = promisify(execFile);
+const NODE = new URL("../../node_modules/.bin/node", import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), "authmilter-serve-"));
+
+function key(name: string): string {
+  const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const path = join(dir, name);
+  writeFileSync(path, privateKey.export({ type: "pkcs8", format: "pem" }), { mode: 0o600 });
+  return path;
+}
+const keyA = key("a.private");
+const keyB = key("b.private");
+
+let dns: DnsTestServer;
+let syslog: dgram.Socket;
+const syslogLines: string[] = [];
+
+beforeAll(async () => {
+  dns = await startDnsServer({ zone: { "example.org": { TXT: "v=spf1 ip4:192.0.2.1 -all" }, "_dmarc.example.org": { TXT: "v=DMARC1; p=none" } } });
+  syslog = dgram.createSocket("udp4");
+  syslog.on("message", (m) => syslogLines.push(m.toString()));
+  await new Promise<void>((r) => syslog.bind(0, "127.0.0.1", r));
+});
+afterAll(async () => {
+  syslog.close();
+  await dns.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function config(selector = "s1", keyFile = keyA): Record<string, unknown> {
+  return {
+    authservId: "mx.example.net",
+    internalHosts: ["127.0.0.1"],
+    signing: { keys: [{ domain: "example.com", selector, keyFile }] },
+    dns: { servers: dns.servers },
+    milter: { socket: "inet:0@127.0.0.1" },
+    metrics: { listen: "127.0.0.1:0" },
+    log: { syslog: `udp://127.0.0.1:${syslog.address().port}` },
+  };
+}
+
+const external = {
+  client: { hostname: "mail.example.org", address: "192.0.2.1" },
+  sender: "alice@example.org",
+  recipients: ["bob@example.com"],
+  headers: [["From", " alice@example.org"], ["Date", " Thu, 26 Nov 2026 06:00:00 +0000"], ["Subject", " hi"]] as Array<[string, string]>,
+  body: "hello\r\n",
+};
+const internal = { ...external, client: { hostname: "localhost", address: "127.0.0.1" }, headers: [["From", " bob@example.com"], ["Date", " Thu, 26 Nov 2026 06:00:00 +0000"]] as Array<[string, string]> };
+
+async function send(daemon: Daemon, message: typeof external, queueId: string) {
+  const client = await MilterClient.connect({ host: "127.0.0.1", port: daemon.port });
+  try {
+    await client.negotiate();
+    return await sendMessage(client, { ...message, queueId });
+  } finally {
+    client.close();
+  }
+}
+
+const valueOf = (r: { value?: unknown }) => String(r.value);
+
+describe("authmilter serve", () => {
+  it("tells systemd it is ready, serves, reports metrics and syslog, reloads, and drains on SIGTERM", async () => {
+    const notifyPath = join(dir, "notify.sock");
+    const notifyOut = join(dir, "notify.txt");
+    const receiver = spawn("python3", [
+      "-c",
+      "import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nf=open(sys.argv[2],'ab',0)\nwhile True:\n  f.write(s.recv(4096)+b'\\n--\\n')",
+      notifyPath,
+      notifyOut,
+    ]);
+    for (let i = 0; i < 100 && !existsSync(notifyPath); i++) await new Promise((r) => setTimeout(r, 20));
+    const daemon = await startDaemon(config(), { NOTIFY_SOCKET: notifyPath });
+    try {
+      // Readiness, as systemd's Type=notify sees it.
+      await expect.poll(() => (existsSync(notifyOut) ? readFileSync(notifyOut, "utf8") : ""), { timeout: 10_000 }).toContain("READY=1");
+      expect(readFileSync(notifyOut, "utf8")).toContain(`MAINPID=${daemon.process.pid}`);
+
+      const verified = await send(daemon, external, "QIDEXT1");
+      expect(verified.map((r) => r.kind)).toEqual(["insheader", "insheader", "continue"]);
+      expect(valueOf(verified[1] as { value?: unknown })).toContain("spf=pass smtp.mailfrom=example.org");
+      const signed = await send(daemon, internal, "QIDINT1");
+      expect(signed.find((r) => r.kind === "insheader" && r.name === "DKIM-Signature")).toBeDefined();
+
+      const metricsAt = String((await daemon.waitForLog(/^metrics on /))["metrics"]);
+      const metrics = await (await fetch(`http://${metricsAt}/metrics`)).text();
+      expect(metrics).toContain('authmilter_messages_total{class="external"} 1');
+      expect(metrics).toContain('authmilter_messages_total{class="internal"} 1');
+      expect(metrics).toContain('authmilter_results_total{method="spf-mailfrom",result="pass"} 1');
+      expect(metrics).toContain('authmilter_signatures_total{algorithm="rsa-sha256"} 1');
+      expect(metrics).toContain('authmilter_actions_total{action="continue"} 2');
+      expect(metrics).toMatch(/authmilter_message_seconds_count 2/);
+      expect(metrics).toMatch(/authmilter_dns_lookup_seconds_count\{type="TXT"\} [1-9]/);
+      expect((await fetch(`http://${metricsAt}/healthz`)).status).toBe(200);
+
+      await expect.poll(() => syslogLines.join("\n")).toContain(`authmilter[${daemon.process.pid}]: QIDEXT1: SPF(mailfrom): example.org pass`);
+      expect(syslogLines.join("\n")).toContain(`authmilter[${daemon.process.pid}]: QIDINT1: DKIM-Signature field added (s=s1, d=example.com)`);
+
+      // A broken configuration is refused and the old one keeps serving.
+      daemon.writeConfig("signing:\n  keys:\n    - domain: example.com\n      selector: s2\n      keyFile: /nonexistent.private\n");
+      daemon.signal("SIGHUP");
+      await daemon.waitForLog(/SIGHUP: reload refused, still serving the previous configuration: .*nonexistent\.private/);
+      const stillOld = await send(daemon, internal, "QIDINT2");
+      expect(valueOf(stillOld.find((r) => r.kind === "insheader" && r.name === "DKIM-Signature") as { value?: unknown })).toContain("s=s1;");
+
+      // A good one is taken for the next message.
+      daemon.writeConfig(config("s2", keyB));
+      daemon.signal("SIGHUP");
+      await daemon.waitForLog(/SIGHUP: configuration, tables and keys reloaded/);
+      const renewed = await send(daemon, internal, "QIDINT3");
+      expect(valueOf(renewed.find((r) => r.kind === "insheader" && r.name === "DKIM-Signature") as { value?: unknown })).toContain("s=s2;");
+    } finally {
+      expect(await daemon.stop()).toBe(0);
+      receiver.kill();
+    }
+    expect(daemon.logs.some((l) => l.msg === "drained; exiting")).toBe(true);
+    expect(readFileSync(notifyOut, "utf8")).toContain("STOPPING=1");
+  });
+});
+
+describe("authmilter config check", () => {
+  const check = (file: string) => run(NODE, [CLI, "config", "check", "--config", file]).then(
+    (r) => ({ code: 0, out: r.stdout, err: r.stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, out: e.stdout, err: e.stderr }),
+  );
+
+  it("passes a good file and counts its keys", async () => {
+    const file = join(dir, "good.yaml");
+    writeFileSync(file, `signing:\n  keys:\n    - domain: example.com\n      selector: s1\n      keyFile: ${keyA}\n`);
+    expect(await check(file)).toMatchObject({ code: 0, out: `${file}: OK (1 signing key(s) loaded)\n` });
+  });
+
+  it("exits 78 with file, line and column for a bad option", async () => {
+    const file = join(dir, "bad.yaml");
+    writeFileSync(file, "milter:\n  socket: inet:8891@127.0.0.1\n  maxConnections: lots\n");
+    const r = await check(file);
+    expect(r.code).toBe(78);
+    expect(r.err).toBe(`authmilter: configuration error: ${file}:3:19: "milter.maxConnections": expected a whole number, got lots\n`);
+  });
+
+  it("exits 78 naming an unsafe key file and the fix", async () => {
+    const loose = join(dir, "loose.private");
+    writeFileSync(loose, readFileSync(keyA), { mode: 0o644 });
+    const file = join(dir, "loose.yaml");
+    writeFileSync(file, `signing:\n  keys:\n    - domain: example.com\n      selector: s1\n      keyFile: ${loose}\n`);
+    const r = await check(file);
+    expect(r.code).toBe(78);
+    expect(r.err).toContain(loose);
+    expect(r.err).toContain("chmod 600");
+  });
+});
