@@ -91,7 +91,9 @@ export function parseConfig(text: string, file: string): Config {
         if (!isScalar(valueNode)) fail(at(valueNode ?? keyNode), `"${name}" must be a single value`);
         target[entry!.target] = convert(entry!.type, valueNode as Node, text, (reason) => fail(at(valueNode), `"${name}": ${reason}`));
       } else {
-        if (valueNode !== null && !isMap(valueNode)) fail(at(valueNode ?? keyNode), `"${name}" must be a section of options (key: value)`);
+        // "section:" with nothing under it (or only comments) is an empty section.
+        if (valueNode === null || (isScalar(valueNode) && valueNode.value === null)) continue;
+        if (!isMap(valueNode)) fail(at(valueNode), `"${name}" must be a section of options (key: value)`);
         walk(valueNode, entry as Section, target[key] as Record<string, unknown>, name);
       }
     }
