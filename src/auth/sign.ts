@@ -134,8 +134,7 @@ export class MessageSigner {
   /** One header field as the milter delivers it (HDR_LEADSPC): the bytes after the colon, folds as LF. */
   header(name: string, value: Buffer): void {
     if (this.state !== "headers") throw new SignError("state", `header "${name}" after the body started`);
-    const h = rawHeader(name, value);
-    if (this.wanted.has(h.key)) this.kept.push(h);
+    if (this.wanted.has(asciiLower(name.trim()))) this.kept.push(rawHeader(name, value));
   }
 
   /** A piece of the body: CRLF lines cut at any byte. */
