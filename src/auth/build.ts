@@ -10,6 +10,7 @@ import { hostListFromValues } from "../keys/hosts.ts";
 import { loadSigningSetup } from "../keys/signing-setup.ts";
 import { VERSION } from "../version.ts";
 import { AuthHandler, type AuthState } from "./handler.ts";
+import type { HistorySink } from "./history.ts";
 
 export function buildResolver(config: Config): Resolver {
   const { servers, timeoutMs, tries, cacheEntries } = config.dns;
@@ -60,8 +61,14 @@ export async function buildAuthState(config: Config): Promise<AuthState> {
   };
 }
 
-export async function buildAuthHandler(config: Config, resolver: Resolver, logger: Logger, metrics?: AuthMetrics): Promise<AuthHandler> {
-  return new AuthHandler(await buildAuthState(config), metrics ? timed(resolver.mailauth, metrics) : resolver.mailauth, logger, metrics);
+export async function buildAuthHandler(
+  config: Config,
+  resolver: Resolver,
+  logger: Logger,
+  extras: { metrics?: AuthMetrics; history?: HistorySink } = {},
+): Promise<AuthHandler> {
+  const resolve = extras.metrics ? timed(resolver.mailauth, extras.metrics) : resolver.mailauth;
+  return new AuthHandler(await buildAuthState(config), resolve, logger, extras);
 }
 
 /** The resolver as mailauth calls it, with each lookup's time observed. */

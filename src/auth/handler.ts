@@ -22,6 +22,7 @@ import { AUTHENTICATION_RESULTS, planAuthenticationResults } from "./authres.ts"
 import { parseMailboxList } from "./address.ts";
 import { classifyClient, type ClientClass } from "./classify.ts";
 import { isNamed, unfoldedText, type HeaderField } from "./header-field.ts";
+import { historyRecordOf, type HistorySink } from "./history.ts";
 import { describeVerification } from "./log-lines.ts";
 import { decide, type DmarcEnforcement, type FailureActions } from "./policy.ts";
 import { brokenHeaderRule } from "./required-headers.ts";
@@ -98,12 +99,14 @@ export class AuthHandler implements MilterHandler {
   readonly #resolver: DNSResolver;
   readonly #logger: Logger;
   readonly #metrics: AuthMetrics | undefined;
+  readonly #history: HistorySink | undefined;
 
-  constructor(state: AuthState, resolver: DNSResolver, logger: Logger, metrics?: AuthMetrics) {
+  constructor(state: AuthState, resolver: DNSResolver, logger: Logger, extras: { metrics?: AuthMetrics; history?: HistorySink } = {}) {
     this.#state = state;
     this.#resolver = resolver;
     this.#logger = logger;
-    this.#metrics = metrics;
+    this.#metrics = extras.metrics;
+    this.#history = extras.history;
   }
 
   /** Messages that start from now on use `state`; messages in flight keep theirs. */
@@ -133,8 +136,18 @@ export class AuthHandler implements MilterHandler {
         );
         const sender = context.macros.get("{mail_addr}") ?? bareAddress(args[0] ?? "");
         this.#metrics?.messages.inc({ class: clientClass.kind });
-        const setup = { state, resolver: this.#resolver, logger: this.#logger, context, client, helo, sender, clientClass };
-        return new AuthMessage(this.#metrics ? { ...setup, metrics: this.#metrics } : setup);
+        return new AuthMessage({
+          state,
+          resolver: this.#resolver,
+          logger: this.#logger,
+          context,
+          client,
+          helo,
+          sender,
+          clientClass,
+          ...(this.#metrics ? { metrics: this.#metrics } : {}),
+          ...(this.#history ? { history: this.#history } : {}),
+        });
       },
     };
   }
@@ -150,6 +163,7 @@ interface MessageSetup {
   readonly sender: string;
   readonly clientClass: ClientClass;
   readonly metrics?: AuthMetrics;
+  readonly history?: HistorySink;
 }
 
 class AuthMessage implements MessageHandler {
@@ -321,6 +335,8 @@ class AuthMessage implements MessageHandler {
     const findings = dmarc ? { ...verification.findings, dmarc: { ...dmarc, disposition: verdict.disposition } } : verification.findings;
     if (dmarc && verdict.disposition !== "none") log.info({ disposition: verdict.disposition }, `${qid}: DMARC ${dmarc.headerFrom ?? "-"} disposition ${verdict.disposition}`);
     if (verdict.why) log.warn({ decision: verdict.decision.kind }, `${qid}: ${verdict.why}`);
+    const row = this.#setup.history && historyRecordOf(verification, { queueId: qid, sourceIp: client.address, sender: this.#setup.sender, disposition: verdict.disposition });
+    if (row) this.#setup.history!.record(row);
     // Inserted last at index 1, so it lands on top, above the software header.
     modifications.push({ kind: "insheader", index: 1, name: AUTHENTICATION_RESULTS, value: formatAuthenticationResults(settings.authservId, findings) });
     return { modifications, decision: verdict.decision, ...(verdict.quarantine ? { quarantine: verdict.quarantine } : {}) };

@@ -47,6 +47,13 @@ export interface Verification {
   };
   /** Signatures beyond maxSignatures, not verified. */
   readonly skippedSignatures: number;
+  /** The DMARC record that applied and what aligned, for the history store's reports. */
+  readonly dmarcRecord?: {
+    readonly policyDomain: string;
+    readonly record: string;
+    readonly dkimAligned: boolean;
+    readonly spfAligned: boolean;
+  };
 }
 
 const CRLF = Buffer.from("\r\n");
@@ -125,6 +132,7 @@ export class MessageVerifier {
     ];
     let dmarc: DmarcFinding | undefined;
     let dmarcPolicy: Verification["dmarcPolicy"];
+    let dmarcRecord: Verification["dmarcRecord"];
     if (dkimResult.headerFrom) {
       const evaluation = await evaluateDmarc({
         headerFrom: dkimResult.headerFrom,
@@ -146,6 +154,9 @@ export class MessageVerifier {
         };
         const pct = /(?:^|;)\s*pct\s*=\s*([0-9]{1,3})\s*(?:;|$)/i.exec(r.rr ?? "")?.[1];
         dmarcPolicy = { p: r.p, applied: r.policy, ...(pct === undefined ? {} : { pct: Number(pct) }) };
+        if (r.rr && r.policyDomain) {
+          dmarcRecord = { policyDomain: r.policyDomain, record: r.rr, dkimAligned: Boolean(r.alignment?.dkim?.result), spfAligned: Boolean(r.alignment?.spf?.result) };
+        }
       } else {
         dmarc = { result: "permerror", reason: evaluation.reason ?? "no author domain", disposition: "none" };
       }
@@ -156,6 +167,7 @@ export class MessageVerifier {
       spfSource,
       skippedSignatures: Math.max(0, this.#signatures - this.#opts.maxSignatures),
       ...(dmarcPolicy ? { dmarcPolicy } : {}),
+      ...(dmarcRecord ? { dmarcRecord } : {}),
     };
   }
 

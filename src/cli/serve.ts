@@ -10,6 +10,7 @@ import { actionDecision } from "../auth/policy.ts";
 import { startMonitoring } from "../ops/http.ts";
 import { AuthMetrics, Observed } from "../ops/metrics.ts";
 import { notifySystemd } from "../ops/notify.ts";
+import { openHistoryStore, type HistoryStore } from "../reports/history.ts";
 import { MilterServer } from "../milter/server.ts";
 import { VERSION } from "../version.ts";
 
@@ -30,7 +31,9 @@ export async function serve(options: ServeOptions): Promise<void> {
   );
   const resolver = buildResolver(config);
   const metrics = config.metrics.listen ? new AuthMetrics() : undefined;
-  const handler = await buildAuthHandler(config, resolver, logger, metrics);
+  const history = config.reports.history ? openHistoryStore(config.reports.history, { logger }) : undefined;
+  if (history) keepPruning(history, config.reports.retentionMs, logger);
+  const handler = await buildAuthHandler(config, resolver, logger, { ...(metrics ? { metrics } : {}), ...(history ? { history } : {}) });
   const server = new MilterServer(handler, {
     socket: config.milter.socket,
     umask: config.milter.socketUmask,
@@ -55,10 +58,32 @@ export async function serve(options: ServeOptions): Promise<void> {
     logger.info({ metrics: monitoring.address }, `metrics on http://${monitoring.address}/metrics`);
   }
   notifySystemd("ready", `serving on ${address}`);
-  handleSignals(server, logger, () => reload(handler, options.config, logger), () => {
-    serving = false;
-    notifySystemd("stopping", "draining");
-  });
+  handleSignals(
+    server,
+    logger,
+    () => reload(handler, options.config, logger),
+    () => {
+      serving = false;
+      notifySystemd("stopping", "draining");
+    },
+    async () => {
+      await history?.close();
+    },
+  );
+}
+
+/** Old history rows go once a day (and once at start). */
+function keepPruning(store: HistoryStore, retentionMs: number, logger: Logger): void {
+  const prune = () => {
+    try {
+      const removed = store.prune(new Date(Date.now() - retentionMs));
+      if (removed > 0) logger.info({ removed }, `history: pruned ${removed} row(s) older than the retention`);
+    } catch (err) {
+      logger.error({ err }, "history: pruning failed");
+    }
+  };
+  prune();
+  setInterval(prune, 86_400_000).unref();
 }
 
 /**
@@ -77,14 +102,14 @@ async function reload(handler: AuthHandler, configPath: string | undefined, logg
   }
 }
 
-function handleSignals(server: MilterServer, logger: Logger, onReload: () => Promise<void>, onStop: () => void): void {
+function handleSignals(server: MilterServer, logger: Logger, onReload: () => Promise<void>, onStop: () => void, afterDrain: () => Promise<void>): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     onStop();
     logger.info({ signal, connections: server.connectionCount }, `${signal}: draining, no new connections`);
-    server.drain().then(
+    server.drain().then(afterDrain).then(
       () => {
         logger.info("drained; exiting");
         process.exit(0);

@@ -133,7 +133,7 @@ function convert(type: FieldType, node: Node, text: string, fail: (reason: strin
     }
     case "duration": {
       const ms = parseDuration(value);
-      if (ms === undefined) return fail(`expected a duration such as 30s, 15m or 500ms (a bare number means seconds), got ${source}`);
+      if (ms === undefined) return fail(`expected a duration such as 30s, 15m, 500ms or 90d (a bare number means seconds), got ${source}`);
       if (ms < type.minMs || ms > type.maxMs) return fail(`${source} is outside ${type.minMs} ms..${type.maxMs} ms`);
       return ms;
     }
@@ -159,12 +159,12 @@ function convert(type: FieldType, node: Node, text: string, fail: (reason: strin
   }
 }
 
-const UNIT_MS: Readonly<Record<string, number>> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
+const UNIT_MS: Readonly<Record<string, number>> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 export function parseDuration(value: unknown): number | undefined {
   if (typeof value === "number" && Number.isFinite(value) && value >= 0) return Math.round(value * 1000);
   if (typeof value !== "string") return undefined;
-  const m = /^([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)$/.exec(value.trim());
+  const m = /^([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)$/.exec(value.trim());
   return m ? Math.round(Number(m[1]) * UNIT_MS[m[2]!]!) : undefined;
 }
 

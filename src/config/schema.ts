@@ -14,6 +14,10 @@ function checkAuthservId(value: string): void {
   }
 }
 
+function fail(message: string): never {
+  throw new Error(message);
+}
+
 function checkDomainPattern(value: string): void {
   const bare = value === "*" ? "example" : value.replace(/^\*\./, "");
   if (!/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/.test(bare)) {
@@ -155,6 +159,12 @@ export interface Config {
   readonly metrics: {
     /** host:port for /metrics and /healthz; absent: no endpoint. */
     readonly listen?: string;
+  };
+  readonly reports: {
+    /** SQLite file of the DMARC history (one row per verified message); absent: none kept. */
+    readonly history?: string;
+    /** Rows older than this are pruned (daily). */
+    readonly retentionMs: number;
   };
 }
 
@@ -327,6 +337,10 @@ export const SCHEMA: Section = {
     success: { type: { kind: "boolean" }, target: "success", doc: "log successes at info" },
     why: { type: { kind: "boolean" }, target: "why", doc: "log why mail is not signed/verified" },
   },
+  reports: {
+    history: { type: { kind: "string", check: (v) => void (v.startsWith("/") || fail(`${JSON.stringify(v)} is not an absolute path`)) }, target: "history", doc: "history store file" },
+    retention: { type: { kind: "duration", minMs: 3_600_000, maxMs: 3650 * 86_400_000 }, target: "retentionMs", doc: "history kept this long" },
+  },
   metrics: {
     listen: {
       type: {
@@ -386,5 +400,6 @@ export function defaultConfig(): Config {
     },
     log: { level: "info", facility: "mail", stdout: true, success: true, why: true },
     metrics: {},
+    reports: { retentionMs: 180 * 86_400_000 },
   };
 }

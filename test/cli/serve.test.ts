@@ -31,7 +31,7 @@ let syslog: dgram.Socket;
 const syslogLines: string[] = [];
 
 beforeAll(async () => {
-  dns = await startDnsServer({ zone: { "example.org": { TXT: "v=spf1 ip4:192.0.2.1 -all" }, "_dmarc.example.org": { TXT: "v=DMARC1; p=none" } } });
+  dns = await startDnsServer({ zone: { "example.org": { TXT: "v=spf1 ip4:192.0.2.1 -all" }, "_dmarc.example.org": { TXT: "v=DMARC1; p=none; rua=mailto:dmarc@example.org" } } });
   syslog = dgram.createSocket("udp4");
   syslog.on("message", (m) => syslogLines.push(m.toString()));
   await new Promise<void>((r) => syslog.bind(0, "127.0.0.1", r));
@@ -131,6 +131,33 @@ describe("authmilter serve", () => {
     }
     expect(daemon.logs.some((l) => l.msg === "drained; exiting")).toBe(true);
     expect(readFileSync(notifyOut, "utf8")).toContain("STOPPING=1");
+  });
+});
+
+describe("the DMARC history", () => {
+  it("records each verified message, and report aggregate builds a report from it", async () => {
+    const db = join(dir, "history.sqlite");
+    const daemon = await startDaemon({ ...config(), reports: { history: db } });
+    try {
+      await send(daemon, external, "QIDH1");
+      await send(daemon, { ...external, client: { hostname: "bad.example", address: "203.0.113.9" } }, "QIDH2");
+    } finally {
+      // SIGTERM flushes the queued rows before the process exits.
+      expect(await daemon.stop()).toBe(0);
+    }
+    const out = join(dir, "reports");
+    const since = new Date(Date.now() - 3_600_000).toISOString();
+    const until = new Date(Date.now() + 3_600_000).toISOString();
+    await run(NODE, [CLI, "report", "aggregate", "--db", db, "--dry-run", "--out", out, "--since", since, "--until", until, "--org-email", "postmaster@example.net"]);
+    const { readdirSync } = await import("node:fs");
+    const { gunzipSync } = await import("node:zlib");
+    const files = readdirSync(out);
+    expect(files).toHaveLength(1);
+    expect(files[0]).toMatch(/^example\.net!example\.org!\d+!\d+(!.*)?\.xml\.gz$/);
+    const xml = gunzipSync(readFileSync(join(out, files[0]!))).toString();
+    expect(xml).toContain("<source_ip>192.0.2.1</source_ip>");
+    expect(xml).toContain("<source_ip>203.0.113.9</source_ip>");
+    expect(xml).toMatch(/<spf>\s*<domain>example\.org<\/domain>\s*<scope>mfrom<\/scope>\s*<result>fail<\/result>/);
   });
 });
 
