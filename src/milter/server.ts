@@ -37,7 +37,6 @@ class Connection {
   readonly #queue: Frame[] = [];
   #running = false;
   #closed = false;
-  #draining = false;
 
   constructor(socket: net.Socket, handler: MilterHandler, sessionId: string, opts: ServerOptions) {
     this.#socket = socket;
@@ -65,12 +64,6 @@ class Connection {
 
   get closed(): Promise<void> {
     return this.#closed ? Promise.resolve() : new Promise((resolve) => this.#socket.once("close", () => resolve()));
-  }
-
-  /** Stop after the message in flight, if any; close at once when between messages. */
-  drain(): void {
-    this.#draining = true;
-    if (!this.#running && !this.#session.inMessage) this.#socket.end();
   }
 
   destroy(): void {
@@ -101,7 +94,7 @@ class Connection {
         const command = decodeCommand(frame);
         const step = await this.#session.handle(command);
         if (step.replies.length > 0) this.#write(encodeReplies(step.replies));
-        if (step.close || (this.#draining && !this.#session.inMessage)) {
+        if (step.close) {
           this.#socket.end();
           return;
         }
@@ -177,10 +170,15 @@ export class MilterServer {
     return address;
   }
 
-  /** Stops accepting, lets messages in flight finish, then resolves. */
+  /**
+   * Stops accepting (new connections are refused, Postfix applies milter_default_action) and
+   * waits for open connections to end their SMTP sessions. None is closed early: under NR_*
+   * Postfix only notices a closed milter at end of message, so closing a connection "between
+   * messages" would fail the message its SMTP client is sending right then. Past
+   * drainTimeout what is left is closed.
+   */
   async drain(): Promise<void> {
     const stopped = new Promise<void>((resolve) => this.#server.close(() => resolve()));
-    for (const connection of this.#connections) connection.drain();
     const allClosed = Promise.all([...this.#connections].map((c) => c.closed));
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<"timeout">((resolve) => {

@@ -84,6 +84,8 @@ export interface DnsServerOptions {
   soa?: SoaInput & { name?: string };
   /** Also listen on [::1] (same port) when the host has IPv6 loopback. */
   ipv6?: boolean;
+  /** A fixed port (to bring a "stopped" server back where clients expect it); default: a free one. */
+  port?: number;
 }
 
 export interface QueryLogEntry {
@@ -368,14 +370,14 @@ export async function startDnsServer(opts: DnsServerOptions = {}): Promise<DnsTe
   const listeners: Listener[] = [];
   let port = 0;
   for (let attempt = 0; ; attempt++) {
-    const udp = await listenUdp("udp4", "127.0.0.1", 0);
+    const udp = await listenUdp("udp4", "127.0.0.1", opts.port ?? 0);
     port = udp.address().port;
     try {
       listeners.push({ udp, tcp: await listenTcp("127.0.0.1", port, serveTcp) });
       break;
     } catch (err) {
       udp.close();
-      if (attempt >= 20) throw err;
+      if (attempt >= 20 || opts.port !== undefined) throw err;
     }
   }
   let ipv6 = false;
