@@ -6,7 +6,8 @@ import type { Logger } from "pino";
 import type { AuthMetrics } from "../ops/metrics.ts";
 import type { Config } from "../config/schema.ts";
 import { createResolver, type Resolver } from "../dns/index.ts";
-import { hostListFromValues } from "../keys/hosts.ts";
+import { readFileSync } from "node:fs";
+import { hostListFromSources } from "../keys/hosts.ts";
 import { loadSigningSetup } from "../keys/signing-setup.ts";
 import { VERSION } from "../version.ts";
 import { AuthHandler, type AuthState } from "./handler.ts";
@@ -22,6 +23,10 @@ export function buildResolver(config: Config): Resolver {
   });
 }
 
+function hosts(values: readonly string[], setting: string) {
+  return hostListFromSources(values, setting, (path) => readFileSync(path, "utf8"));
+}
+
 /** Loads every key and table the configuration names; throws on the first that fails. */
 export async function buildAuthState(config: Config): Promise<AuthState> {
   const s = config.signing;
@@ -35,8 +40,8 @@ export async function buildAuthState(config: Config): Promise<AuthState> {
       sign: config.mode !== "verify",
       verify: config.mode !== "sign",
       softwareHeader: config.verify.softwareHeader,
-      internalHosts: hostListFromValues(config.internalHosts, "internalHosts"),
-      externalIgnoreList: hostListFromValues(config.externalIgnoreList, "externalIgnoreList"),
+      internalHosts: hosts(config.internalHosts, "internalHosts"),
+      externalIgnoreList: hosts(config.externalIgnoreList, "externalIgnoreList"),
       submissionDaemons: s.submissionDaemons,
       author: s.author,
       signOptions: {
@@ -51,7 +56,7 @@ export async function buildAuthState(config: Config): Promise<AuthState> {
       ignoreAuthenticatedClients: config.verify.ignoreAuthenticatedClients,
       requiredHeaders: config.policy.requiredHeaders,
       dmarc: config.policy.dmarc,
-      dmarcIgnoreHosts: hostListFromValues(config.policy.dmarc.ignoreHosts, "policy.dmarc.ignoreHosts"),
+      dmarcIgnoreHosts: hosts(config.policy.dmarc.ignoreHosts, "policy.dmarc.ignoreHosts"),
       actions: config.actions,
       limits: config.limits,
       random: Math.random,

@@ -14,6 +14,12 @@ function checkAuthservId(value: string): void {
   }
 }
 
+/** A host entry, or a host-list file ("file:/path", "/path") that is read when the config is built. */
+function checkHostEntry(value: string, setting: string): void {
+  if (value.startsWith("file:/") || value.startsWith("/")) return;
+  hostListFromValues([value], setting);
+}
+
 function fail(message: string): never {
   throw new Error(message);
 }
@@ -203,13 +209,13 @@ export const SCHEMA: Section = {
     doc: "authserv-id of our Authentication-Results; default: hostname",
   },
   internalHosts: {
-    type: { kind: "list", check: (v) => void hostListFromValues([v], "internalHosts") },
+    type: { kind: "list", check: (v) => checkHostEntry(v, "internalHosts") },
     target: "internalHosts",
     doc: "IPs, CIDRs and host names whose mail is ours (opendkim InternalHosts)",
   },
   mode: { type: { kind: "enum", values: MODES }, target: "mode", doc: "sign, verify or sign+verify" },
   externalIgnoreList: {
-    type: { kind: "list", check: (v) => void hostListFromValues([v], "externalIgnoreList") },
+    type: { kind: "list", check: (v) => checkHostEntry(v, "externalIgnoreList") },
     target: "externalIgnoreList",
     doc: "external hosts that may send as our domains without a log warning",
   },
@@ -254,7 +260,7 @@ export const SCHEMA: Section = {
       quarantine: { type: { kind: "enum", values: ["hold", "mark"] }, target: "quarantine", doc: "hold or only mark" },
       ignoreDomains: { type: { kind: "list" }, target: "ignoreDomains", doc: "author domains never enforced" },
       ignoreHosts: {
-        type: { kind: "list", check: (v) => void hostListFromValues([v], "policy.dmarc.ignoreHosts") },
+        type: { kind: "list", check: (v) => checkHostEntry(v, "policy.dmarc.ignoreHosts") },
         target: "ignoreHosts",
         doc: "clients never enforced",
       },

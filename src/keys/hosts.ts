@@ -67,6 +67,38 @@ export function hostListFromValues(values: readonly string[], source: string): H
   return list;
 }
 
+/**
+ * A host list from configuration: inline entries, and opendkim host-list files named as
+ * "file:/path" or "/path" (TrustedHosts, InternalHosts, ExternalIgnoreList, IgnoreHosts as
+ * they are on disk), all in one list. Errors name the setting's position or the file's line.
+ */
+export function hostListFromSources(values: readonly string[], source: string, readFile: (path: string) => string): HostList {
+  const list = emptyList(source);
+  values.forEach((raw, i) => {
+    const value = raw.trim();
+    const path = value.startsWith("file:") ? value.slice(5) : value.startsWith("/") ? value : undefined;
+    if (path === undefined) {
+      addEntry(list, value, (reason) => {
+        throw new TableError(source, i + 1, reason);
+      });
+      return;
+    }
+    let text: string;
+    try {
+      text = readFile(path);
+    } catch (err) {
+      throw new TableError(path, undefined, `cannot read the host list (${source} entry ${i + 1}): ${(err as Error).message}`);
+    }
+    for (const { line, key, value: extra } of datasetLines(text)) {
+      if (extra !== undefined) throw new TableError(path, line, `one entry per line expected, found "${key} ${extra}"`);
+      addEntry(list, key, (reason) => {
+        throw new TableError(path, line, reason);
+      });
+    }
+  });
+  return list;
+}
+
 export async function loadHostList(path: string): Promise<HostList> {
   return parseHostList(await readDatasetFile(path), path);
 }

@@ -113,6 +113,16 @@ describe("who is signed", () => {
     expect(outcome.modifications.some((m) => m.kind === "insheader" && m.name === "Authentication-Results")).toBe(true);
   });
 
+  it("reads opendkim's TrustedHosts file as it is, from internalHosts", async () => {
+    const file = join(dir, "TrustedHosts");
+    writeFileSync(file, "# opendkim TrustedHosts\n127.0.0.1\n::1\n203.0.113.0/24\n!203.0.113.99\n");
+    const cfg = config({ internalHosts: [`file:${file}`] });
+    expect(signatures((await run({ clientAddress: "203.0.113.5" }, cfg)).outcome)).toHaveLength(1);
+    expect(signatures((await run({ clientAddress: "203.0.113.99" }, cfg)).outcome)).toEqual([]);
+    writeFileSync(file, "127.0.0.1\n10.0.0.0/33\n");
+    await expect(buildAuthState(cfg)).rejects.toThrow(new RegExp(`${file}:2: `));
+  });
+
   it("keeps quiet about hosts in externalIgnoreList", async () => {
     const { logs } = await run({ clientAddress: "203.0.113.5" }, config({ externalIgnoreList: ["203.0.113.0/24"] }));
     expect(logs.some((l) => l.includes("tried to send mail as"))).toBe(false);
