@@ -8,6 +8,8 @@ import { KeyError, TableError } from "../keys/errors.ts";
 import { VERSION } from "../version.ts";
 import { registerReport } from "./report.ts";
 import { registerGenkey } from "./genkey.ts";
+import { registerImport } from "./import.ts";
+import { registerCheck } from "./check.ts";
 import { serve } from "./serve.ts";
 import { registerTestkey } from "./testkey.ts";
 import { registerVerify } from "./verify.ts";
@@ -42,6 +44,8 @@ config
 registerReport(program);
 registerGenkey(program);
 registerTestkey(program);
+registerImport(program);
+registerCheck(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,6 +1,7 @@
 // Every option, its type, default and meaning, in one place. The loader validates against
 // this; config/authmilter.example.yaml documents the same options for admins.
 
+import { isIP } from "node:net";
 import { hostname } from "node:os";
 import { parseServer } from "../dns/client.ts";
 import { hostListFromValues } from "../keys/hosts.ts";
@@ -165,6 +166,10 @@ export interface Config {
   readonly metrics: {
     /** host:port for /metrics and /healthz; absent: no endpoint. */
     readonly listen?: string;
+  };
+  readonly check: {
+    /** Addresses our mail leaves from: `authmilter check` verifies each domain's SPF allows them. */
+    readonly outboundIps: readonly string[];
   };
   readonly reports: {
     /** SQLite file of the DMARC history (one row per verified message); absent: none kept. */
@@ -343,6 +348,18 @@ export const SCHEMA: Section = {
     success: { type: { kind: "boolean" }, target: "success", doc: "log successes at info" },
     why: { type: { kind: "boolean" }, target: "why", doc: "log why mail is not signed/verified" },
   },
+  check: {
+    outboundIps: {
+      type: {
+        kind: "list",
+        check: (v) => {
+          if (isIP(v) === 0) throw new Error(`${JSON.stringify(v)} is not an IP address`);
+        },
+      },
+      target: "outboundIps",
+      doc: "our outbound addresses, for authmilter check",
+    },
+  },
   reports: {
     history: { type: { kind: "string", check: (v) => void (v.startsWith("/") || fail(`${JSON.stringify(v)} is not an absolute path`)) }, target: "history", doc: "history store file" },
     retention: { type: { kind: "duration", minMs: 3_600_000, maxMs: 3650 * 86_400_000 }, target: "retentionMs", doc: "history kept this long" },
@@ -406,6 +423,7 @@ export function defaultConfig(): Config {
     },
     log: { level: "info", facility: "mail", stdout: true, success: true, why: true },
     metrics: {},
+    check: { outboundIps: [] },
     reports: { retentionMs: 180 * 86_400_000 },
   };
 }
