@@ -4,6 +4,7 @@
 
 import type { Logger } from "pino";
 import type { DNSResolver } from "mailauth";
+import type { Config } from "../config/schema.ts";
 import type { HostList } from "../keys/hosts.ts";
 import { matchesHost } from "../keys/hosts.ts";
 import type { SigningSetup } from "../keys/signing-setup.ts";
@@ -68,13 +69,7 @@ export interface AuthSettings {
   /** opendmarc's IgnoreHosts: clients whose mail DMARC never acts on. */
   readonly dmarcIgnoreHosts: HostList;
   readonly actions: FailureActions;
-  readonly limits: {
-    readonly maxSignatures: number;
-    readonly maxMessageBytes: number;
-    readonly maxHeaders: number;
-    readonly maxHeaderBytes: number;
-    readonly messageTimeoutMs: number;
-  };
+  readonly limits: Config["limits"];
   /** The pct= sample draw; Math.random in the daemon. */
   readonly random: () => number;
   /** opendkim's SyslogSuccess and LogWhy: those lines at info, else at debug. */

@@ -7,6 +7,7 @@ import * as C from "./constants.ts";
 import type { ConnectionHandler, FinalDecision, MessageHandler, MilterHandler } from "./handler.ts";
 import { MacroStore } from "./macros.ts";
 import { negotiate, type Agreement } from "./negotiate.ts";
+import { replyOwed } from "./reply-owed.ts";
 import type { Command, CommandKind, Modification, Reply } from "./types.ts";
 
 export interface SessionOptions {
@@ -27,19 +28,6 @@ export interface Step {
   /** Close the connection after writing the replies. */
   readonly close: boolean;
 }
-
-/** The NR_* bit that, when agreed, means the MTA expects no reply to this command. */
-const NO_REPLY_BIT: Partial<Record<CommandKind, number>> = {
-  connect: C.SMFIP_NR_CONN,
-  helo: C.SMFIP_NR_HELO,
-  mail: C.SMFIP_NR_MAIL,
-  rcpt: C.SMFIP_NR_RCPT,
-  data: C.SMFIP_NR_DATA,
-  header: C.SMFIP_NR_HDR,
-  eoh: C.SMFIP_NR_EOH,
-  body: C.SMFIP_NR_BODY,
-  unknown: C.SMFIP_NR_UNKN,
-};
 
 /** Header edits need ADDHDRS or CHGHDRS agreed; sending one without would be a protocol error. */
 const ACTION_FOR: Partial<Record<Modification["kind"], number>> = {
@@ -175,9 +163,7 @@ export class MilterSession {
   }
 
   #owed(kind: CommandKind): Step {
-    const bit = NO_REPLY_BIT[kind];
-    if (bit !== undefined && (this.#agreed!.protocol & bit) !== 0) return NOTHING;
-    return { replies: [CONTINUE], close: false };
+    return replyOwed(kind, this.#agreed!.protocol) ? { replies: [CONTINUE], close: false } : NOTHING;
   }
 
   #ensureConnection(): ConnectionHandler {

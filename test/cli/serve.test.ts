@@ -1,7 +1,7 @@
 // The daemon as an admin runs it: a child process with a config file, driven over the milter
 // protocol, watched through systemd readiness, syslog and /metrics, reloaded and stopped.
 
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import dgram from "node:dgram";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLI, startDaemon, type Daemon } from "../support/daemon-process.ts";
 import { startDnsServer, type DnsTestServer } from "../support/dns-server.ts";
 import { MilterClient, sendMessage } from "../support/milter-client.ts";
+import { receiveDatagrams } from "../support/unix-dgram.ts";
 
 const run = promisify(execFile);
 const NODE = new URL("../../node_modules/.bin/node", import.meta.url).pathname;
@@ -78,19 +79,12 @@ const valueOf = (r: { value?: unknown }) => String(r.value);
 describe("authmilter serve", () => {
   it("tells systemd it is ready, serves, reports metrics and syslog, reloads, and drains on SIGTERM", async () => {
     const notifyPath = join(dir, "notify.sock");
-    const notifyOut = join(dir, "notify.txt");
-    const receiver = spawn("python3", [
-      "-c",
-      "import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nf=open(sys.argv[2],'ab',0)\nwhile True:\n  f.write(s.recv(4096)+b'\\n--\\n')",
-      notifyPath,
-      notifyOut,
-    ]);
-    for (let i = 0; i < 100 && !existsSync(notifyPath); i++) await new Promise((r) => setTimeout(r, 20));
+    const receiver = await receiveDatagrams(notifyPath, join(dir, "notify.txt"));
     const daemon = await startDaemon(config(), { NOTIFY_SOCKET: notifyPath });
     try {
       // Readiness, as systemd's Type=notify sees it.
-      await expect.poll(() => (existsSync(notifyOut) ? readFileSync(notifyOut, "utf8") : ""), { timeout: 10_000 }).toContain("READY=1");
-      expect(readFileSync(notifyOut, "utf8")).toContain(`MAINPID=${daemon.process.pid}`);
+      await expect.poll(() => receiver.datagrams().join("\n"), { timeout: 10_000 }).toContain("READY=1");
+      expect(receiver.datagrams().join("\n")).toContain(`MAINPID=${daemon.process.pid}`);
 
       const verified = await send(daemon, external, "QIDEXT1");
       expect(verified.map((r) => r.kind)).toEqual(["insheader", "insheader", "continue"]);
@@ -127,10 +121,10 @@ describe("authmilter serve", () => {
       expect(valueOf(renewed.find((r) => r.kind === "insheader" && r.name === "DKIM-Signature") as { value?: unknown })).toContain("s=s2;");
     } finally {
       expect(await daemon.stop()).toBe(0);
-      receiver.kill();
     }
     expect(daemon.logs.some((l) => l.msg === "drained; exiting")).toBe(true);
-    expect(readFileSync(notifyOut, "utf8")).toContain("STOPPING=1");
+    await expect.poll(() => receiver.datagrams().join("\n")).toContain("STOPPING=1");
+    receiver.stop();
   });
 });
 

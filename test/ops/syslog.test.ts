@@ -1,14 +1,14 @@
 // Syslog lines reach a /dev/log-style unix datagram socket (through logger(1)) and a UDP
 // syslog server, formatted as opendkim admins' greps and fail2ban filters expect.
 
-import { spawn } from "node:child_process";
 import dgram from "node:dgram";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterAll, describe, expect, it } from "vitest";
 import { syslogStream } from "../../src/ops/syslog.ts";
+import { receiveDatagrams } from "../support/unix-dgram.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "authmilter-syslog-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -21,28 +21,20 @@ async function until(check: () => boolean, what: string): Promise<void> {
 describe("syslog output", () => {
   it("sends <PRI> tag[pid]: message lines to a unix datagram socket like /dev/log", async () => {
     const socketPath = join(dir, "log.sock");
-    const outPath = join(dir, "received.txt");
-    // Node cannot bind a unix datagram socket; a small Python receiver stands in for syslogd.
-    const receiver = spawn("python3", [
-      "-c",
-      "import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nf=open(sys.argv[2],'ab',0)\nwhile True:\n  d=s.recv(65536)\n  f.write(d+b'\\n')",
-      socketPath,
-      outPath,
-    ]);
+    const receiver = await receiveDatagrams(socketPath, join(dir, "received.txt"));
     try {
-      await until(() => existsSync(socketPath), "the receiver's socket");
       const stream = syslogStream({ target: socketPath, facility: "mail" });
       const logger = pino({ level: "info" }, stream);
       logger.info("4ABC123: DKIM verification successful (d=pm.me s=protonmail3)");
       logger.error("4ABC124: something\nforged: line");
-      await until(() => existsSync(outPath) && readFileSync(outPath, "utf8").split("\n").filter(Boolean).length >= 2, "two syslog lines");
-      const lines = readFileSync(outPath, "utf8").split("\n").filter(Boolean);
+      await until(() => receiver.datagrams().length >= 2, "two syslog lines");
+      const lines = receiver.datagrams().map((d) => d.trimEnd());
       // mail.info = 2*8+6 = 22, mail.err = 2*8+3 = 19
       expect(lines[0]).toMatch(new RegExp(`^<22>.* authmilter\\[${process.pid}\\]: 4ABC123: DKIM verification successful \\(d=pm\\.me s=protonmail3\\)$`));
       expect(lines[1]).toMatch(new RegExp(`^<19>.* authmilter\\[${process.pid}\\]: 4ABC124: something forged: line$`));
       stream.close();
     } finally {
-      receiver.kill();
+      receiver.stop();
     }
   });
 

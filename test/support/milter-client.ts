@@ -5,25 +5,13 @@ import net from "node:net";
 import { decodeReply, encodeCommand } from "../../src/milter/client-codec.ts";
 import * as C from "../../src/milter/constants.ts";
 import { FrameDecoder } from "../../src/milter/frame.ts";
+import { replyOwed } from "../../src/milter/reply-owed.ts";
 import type { Command, Reply } from "../../src/milter/types.ts";
 
 /** What Postfix 3.x sends: version 6, all actions, all protocol steps (reference §4). */
 export const POSTFIX_OFFER = { version: 6, actions: 0x1ff, protocol: 0x1fffff } as const;
 
 const DECISIONS = new Set(["continue", "accept", "reject", "tempfail", "discard", "skip", "replycode"]);
-
-const NO_REPLY_BIT: Partial<Record<Command["kind"], number>> = {
-  connect: C.SMFIP_NR_CONN,
-  helo: C.SMFIP_NR_HELO,
-  mail: C.SMFIP_NR_MAIL,
-  rcpt: C.SMFIP_NR_RCPT,
-  data: C.SMFIP_NR_DATA,
-  header: C.SMFIP_NR_HDR,
-  eoh: C.SMFIP_NR_EOH,
-  body: C.SMFIP_NR_BODY,
-  unknown: C.SMFIP_NR_UNKN,
-};
-const NEVER_ANSWERED = new Set(["macro", "abort", "quit", "quit_nc"]);
 
 export type Target = { host: string; port: number } | { path: string };
 
@@ -91,9 +79,7 @@ export class MilterClient {
 
   /** Whether the milter owes a reply to this command under the agreed mask. */
   expectsReply(cmd: Command): boolean {
-    if (NEVER_ANSWERED.has(cmd.kind)) return false;
-    const bit = NO_REPLY_BIT[cmd.kind];
-    return bit === undefined || (this.protocol & bit) === 0;
+    return replyOwed(cmd.kind, this.protocol);
   }
 
   /** Sends a command and, if a reply is owed, returns every packet up to the decision. */
