@@ -44,10 +44,11 @@ export interface UpstreamResult {
 
 /** The results of one A-R value: `method=result ptype.property=value ...` after the authserv-id. */
 export function parseResults(value: string): UpstreamResult[] {
-  const [, ...resinfos] = splitUnquoted(stripComments(value), ";");
+  const [, ...resinfos] = splitUnquoted(tightenEquals(stripComments(value)), ";");
   const results: UpstreamResult[] = [];
   for (const resinfo of resinfos) {
-    const words = splitUnquoted(resinfo.trim(), " ").filter((w) => w !== "");
+    // Words are separated by any folding white space, not only spaces (RFC 8601 §2.2 CFWS).
+    const words = splitUnquoted(resinfo.replace(/[\t\r\n]/g, " ").trim(), " ").filter((w) => w !== "");
     const m = /^([a-z0-9_-]+)\s*=\s*([a-z0-9_-]+)$/i.exec(words[0] ?? "");
     if (!m) continue;
     const properties = new Map<string, string>();
@@ -61,6 +62,27 @@ export function parseResults(value: string): UpstreamResult[] {
     results.push({ method: m[1]!.toLowerCase(), result: m[2]!.toLowerCase(), properties });
   }
   return results;
+}
+
+/** RFC 8601 §2.2 allows white space around "=" (`spf = pass`): remove it outside quotes. */
+function tightenEquals(s: string): string {
+  let out = "";
+  let quoted = false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i]!;
+    if (quoted) {
+      out += c;
+      if (c === "\\") out += s[++i] ?? "";
+      else if (c === '"') quoted = false;
+    } else if (c === '"') {
+      quoted = true;
+      out += c;
+    } else if (c === "=") {
+      out = out.trimEnd() + c;
+      while (s[i + 1] === " " || s[i + 1] === "\t" || s[i + 1] === "\r" || s[i + 1] === "\n") i++;
+    } else out += c;
+  }
+  return out;
 }
 
 function splitUnquoted(s: string, sep: string): string[] {

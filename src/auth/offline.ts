@@ -29,7 +29,8 @@ export interface ParsedMessage {
 /** Splits a message file as Postfix would present it: header values after the colon, LF folding. */
 export function parseMessage(raw: Buffer): ParsedMessage {
   const text = raw.toString("latin1");
-  const end = /\r?\n\r?\n/.exec(text);
+  // A message may have no header fields at all: then it starts with the empty separator line.
+  const end = /^\r?\n/.exec(text) ?? /\r?\n\r?\n/.exec(text);
   const head = end ? text.slice(0, end.index) : text;
   const bodyText = end ? text.slice(end.index + end[0].length) : "";
   const headers: Array<{ name: string; value: string }> = [];

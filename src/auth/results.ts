@@ -82,8 +82,27 @@ function formatDkim(d: DkimFinding): string {
   ]);
 }
 
+// RFC 5322 §2.1.1: no line over 998 octets. Ordinary results stay on one line; only
+// hostile lengths (a 250-octet domain, a long reason) fold between words.
+const FOLD_AT = 900;
+
 function join(items: ReadonlyArray<string | false | undefined | "">): string {
-  return items.filter((i): i is string => typeof i === "string" && i !== "").join(" ");
+  let out = "";
+  let line = 1; // the TAB a result line starts with
+  for (const item of items) {
+    if (typeof item !== "string" || item === "") continue;
+    if (out === "") {
+      out = item;
+      line += item.length;
+    } else if (line + 1 + item.length > FOLD_AT) {
+      out += `\n\t${item}`;
+      line = 1 + item.length;
+    } else {
+      out += ` ${item}`;
+      line += 1 + item.length;
+    }
+  }
+  return out;
 }
 
 // RFC 2045 token: printable ASCII except SPACE and tspecials.
@@ -96,8 +115,12 @@ function printable(s: string): string {
   return s.replace(/[^\x20-\x7e]/g, "?");
 }
 
+// A value this long is hostile (a domain has at most 253 octets); longer ones are cut to keep lines under 998.
+const MAX_VALUE = 900;
+
 /** A property value: a token or address as it is, anything else as an escaped quoted-string. */
 export function pvalue(s: string): string {
+  if (s.length > MAX_VALUE) return `"${printable(s.slice(0, MAX_VALUE - 3)).replace(/[\\"]/g, "\\$&")}..."`;
   if (TOKEN.test(s) || ADDRESS.test(s)) return s;
   return `"${printable(s).replace(/[\\"]/g, "\\$&")}"`;
 }

@@ -16,6 +16,7 @@ import { evaluateDmarc } from "mailauth/lib/dmarc/index.js";
 import { spf } from "mailauth/lib/spf/index.js";
 import type { UpstreamResult } from "./authres.ts";
 import { wireForm, type HeaderField } from "./header-field.ts";
+import { LineAligner } from "./line-aligner.ts";
 import type { ArcFinding, DkimFinding, DkimResult, DmarcFinding, Findings, SpfFinding, SpfResult } from "./results.ts";
 
 export interface VerifyOptions {
@@ -79,6 +80,7 @@ interface MailauthSpf {
 export class MessageVerifier {
   readonly #opts: VerifyOptions;
   readonly #stream = new PassThrough();
+  readonly #lines = new LineAligner();
   readonly #dkim: Promise<Awaited<ReturnType<typeof dkimVerify>>>;
   readonly #spf: Promise<SpfFinding[]>;
 
@@ -103,8 +105,9 @@ export class MessageVerifier {
     return this.#write(CRLF);
   }
 
-  body(chunk: Buffer): Promise<void> {
-    return this.#write(chunk);
+  async body(chunk: Buffer): Promise<void> {
+    const aligned = this.#lines.push(chunk);
+    if (aligned) await this.#write(aligned);
   }
 
   abort(): void {
@@ -112,6 +115,8 @@ export class MessageVerifier {
   }
 
   async finish(trusted: readonly UpstreamResult[]): Promise<Verification> {
+    const rest = this.#lines.flush();
+    if (rest) await this.#write(rest);
     this.#stream.end();
     const [dkimResult, spfChecks] = await Promise.all([this.#dkim, this.#spf]);
     const dkim = (dkimResult.results ?? []).map(dkimFinding);
@@ -137,7 +142,9 @@ export class MessageVerifier {
       const evaluation = await evaluateDmarc({
         headerFrom: dkimResult.headerFrom,
         fromFields: dkimResult.fromFields,
-        spfDomains: spfForDmarc?.result === "pass" && spfForDmarc.identity === "mailfrom" ? [spfForDmarc.domain] : [],
+        // The first check is MAIL FROM's identity; for the null sender that is postmaster@HELO
+        // (RFC 7208 §2.4), which RFC 7489 §4.1 lets DMARC use.
+        spfDomains: spfForDmarc?.result === "pass" ? [spfForDmarc.domain] : [],
         dkimDomains: dkimPassDomains,
         arcResult,
         resolver: this.#opts.resolver,

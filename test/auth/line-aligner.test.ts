@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { LineAligner } from "../../src/auth/line-aligner.ts";
+import { CrlfNormalizer, LineAligner } from "../../src/auth/line-aligner.ts";
 
 function run(chunks: string[]): string[] {
   const aligner = new LineAligner();
@@ -26,5 +26,19 @@ describe("LineAligner", () => {
 
   it("passes an empty body as nothing", () => {
     expect(run([])).toEqual([]);
+  });
+});
+
+describe("CrlfNormalizer", () => {
+  it("turns bare LF into CRLF, also when the CR ended the previous chunk", () => {
+    const n = new CrlfNormalizer();
+    const out = ["a\nb", "\r", "\nc\r\n", "\n", "d"].map((c) => n.push(Buffer.from(c)).toString());
+    expect(out.join("")).toBe("a\r\nb\r\nc\r\n\r\nd");
+    expect(out[2]).toBe("\nc\r\n"); // the LF after a chunk-ending CR is left alone
+  });
+
+  it("hands back the same buffer when there is nothing to change", () => {
+    const chunk = Buffer.from("a\r\nb\r\n");
+    expect(new CrlfNormalizer().push(chunk)).toBe(chunk);
   });
 });
