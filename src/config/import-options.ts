@@ -60,11 +60,11 @@ export const OPENDMARC_OPTIONS: ReadonlyMap<string, OptionType> = new Map<string
 ]);
 
 const SYSTEMD = "systemd runs authmilter (systemd/authmilter.service)";
-const LOGGING =
-  "logging: authmilter writes JSON lines to standard output (journald under systemd) at log.level; " +
-  "classic syslog output and the SyslogSuccess/LogWhy verbosity switches are not configurable yet";
+const LOGGING = "logging: authmilter writes JSON lines to standard output (log.stdout) and, with log.syslog, classic syslog lines";
 const REPORTS = "reports: authmilter does not send DKIM/DMARC failure reports yet";
-const AGGREGATE = "DMARC aggregate data: authmilter keeps its own history store (authmilter report aggregate); it has no configuration option yet";
+const AGGREGATE =
+  "authmilter records every verified message that has an author domain in its own DMARC history (reports.history, SQLite), " +
+  "from which `authmilter report aggregate` builds the reports";
 const LDAP = "authmilter reads flat files only; export the LDAP/SQL data to a file and use signing.keyTable/signingTable";
 const LUA = "authmilter has no Lua scripting; express the policy with its options or outside the milter";
 const DNSSEC = "authmilter does not validate DNSSEC itself; point dns.servers at a validating resolver (e.g. unbound on 127.0.0.1)";
@@ -85,12 +85,6 @@ export const UNMAPPED_REASONS: ReadonlyMap<string, string> = new Map<string, str
   ["EnableCoredumps", `${SYSTEMD}: LimitCORE= and systemd-coredump decide`],
   ["TemporaryDirectory", "authmilter writes no temporary files"],
   ["MilterDebug", DEBUG],
-  ["Syslog", LOGGING],
-  ["SyslogFacility", LOGGING],
-  ["SyslogName", LOGGING],
-  ["SyslogSuccess", LOGGING],
-  ["LogWhy", LOGGING],
-  ["LogResults", LOGGING],
   ["AuthservIDWithJobID", "authmilter's Authentication-Results never carry the queue ID; it is in the log and the Authmilter-Filter header"],
   ["TestDNSData", "a test aid; authmilter's tests use their own DNS server"],
   // opendkim
@@ -157,6 +151,12 @@ export const UNMAPPED_REASONS: ReadonlyMap<string, string> = new Map<string, str
   ["opendkim:LDAPTimeout", LDAP],
   ["opendkim:LDAPUseTLS", LDAP],
   ["opendkim:SoftStart", LDAP],
+  [
+    "opendkim:LogResults",
+    `${LOGGING}; no switch: it always has one line per DKIM signature verified (d=, s=, the result and why a failure failed), ` +
+      "and one each for SPF, DMARC and ARC; results that pass are at info when log.success is on, else at debug. " +
+      "opendkim's signature=<start of b=> field is not logged (Authentication-Results carries it as header.b)",
+  ],
   ["opendkim:MTACommand", REPORTS],
   ["opendkim:ReportAddress", REPORTS],
   ["opendkim:ReportBccAddress", REPORTS],
@@ -202,6 +202,7 @@ export const UNMAPPED_REASONS: ReadonlyMap<string, string> = new Map<string, str
   ["opendkim:StatisticsPrefix", "statistics files are not supported (a Prometheus metrics endpoint is planned)"],
   ["opendkim:StrictHeaders", "no separate switch: policy.requiredHeaders rejects mail whose header field counts break RFC 5322 §3.6"],
   ["opendkim:StrictTestMode", "no equivalent: t=y keys are reported in Authentication-Results and otherwise treated normally"],
+  ["opendkim:SyslogName", `${LOGGING}; the syslog tag is fixed: lines read "authmilter[PID]: QUEUEID: ...", so log filters (fail2ban, logcheck) that match the old name must match "authmilter" instead`],
   ["opendkim:TestPublicKeys", "a test aid; authmilter's tests use their own DNS server"],
   ["opendkim:TrustSignaturesFrom", "no equivalent: authmilter verifies every signature; DMARC decides which ones align"],
   ["opendkim:VBR-Certifiers", "VBR (RFC 5518) is not supported"],
@@ -222,9 +223,14 @@ export const UNMAPPED_REASONS: ReadonlyMap<string, string> = new Map<string, str
   ["opendmarc:ForensicReports", REPORTS],
   ["opendmarc:ForensicReportsOnNone", REPORTS],
   ["opendmarc:ReportCommand", REPORTS],
-  ["opendmarc:HistoryFile", AGGREGATE],
-  ["opendmarc:RecordAllMessages", AGGREGATE],
-  ["opendmarc:IgnoreMailTo", AGGREGATE],
+  [
+    "opendmarc:RecordAllMessages",
+    `no switch: ${AGGREGATE}. It records a message whether or not its domain publishes a DMARC record (as RecordAllMessages yes did); rows for domains without one never reach a report`,
+  ],
+  [
+    "opendmarc:IgnoreMailTo",
+    `no equivalent: ${AGGREGATE}. No recipient is left out, so mail to your own rua=/ruf= addresses is recorded too`,
+  ],
   ["opendmarc:PublicSuffixList", "not needed: organizational domains are found by the DMARC DNS tree walk (RFC 9989), without a public suffix list"],
   ["opendmarc:RejectMultiValueFrom", "no equivalent option: mail whose From has several domains gets no DMARC result; policy.requiredHeaders still checks the field counts"],
   ["opendmarc:RejectString", "no equivalent: authmilter's DMARC rejection text is fixed (550 5.7.1 naming the domain and policy)"],

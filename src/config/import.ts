@@ -4,8 +4,9 @@
 //
 // Rules: a setting the admin wrote is carried over when authmilter has an equivalent. Where
 // opendkim/opendmarc's default differs from authmilter's, the YAML keeps the old behaviour when
-// the difference would change what happens to mail (rejections, holds), and otherwise leaves
-// authmilter's default in place with a note. Paths are written absolute (BaseDirectory applied).
+// the difference would change what happens to mail (rejections, holds) or what the log says
+// (SyslogSuccess, LogWhy), and otherwise leaves authmilter's default in place with a note. Paths
+// are written absolute (BaseDirectory applied).
 
 import { hostname as osHostname } from "node:os";
 import { isAbsolute, resolve } from "node:path";
@@ -18,6 +19,8 @@ import { hostListFromValues, matchesHost } from "../keys/hosts.ts";
 import { openKeyTable, openSigningTable } from "../keys/open.ts";
 import { parseKeyTable, validateSigningTable, type KeyTable, type SigningTable } from "../keys/tables.ts";
 import { parseSocketSpec } from "../milter/socket-spec.ts";
+import { FACILITIES } from "../ops/syslog.ts";
+import { DEFAULT_HISTORY_PATH } from "../reports/history.ts";
 import { VERSION } from "../version.ts";
 import { ConfReadError, parseConfBoolean, parseConfInteger, readConfFile, where, type ConfEntry, type ParsedConf, type Program } from "./import-conf.ts";
 import { OPENDKIM_OPTIONS, OPENDMARC_OPTIONS, unmappedReason } from "./import-options.ts";
@@ -68,7 +71,10 @@ export class ImportError extends Error {
 const DEFAULT_OMITTED_HEADERS = ["Return-Path", "Received", "Comments", "Keywords", "Bcc", "Resent-Bcc", "DKIM-Signature"];
 
 /** Top-level order of the written file, as config/authmilter.example.yaml has it. */
-const TOP_ORDER = ["mode", "hostname", "authservId", "internalHosts", "externalIgnoreList", "signing", "verify", "policy", "actions", "limits", "dns", "milter", "log"];
+const TOP_ORDER = ["mode", "hostname", "authservId", "internalHosts", "externalIgnoreList", "signing", "verify", "policy", "actions", "limits", "dns", "milter", "log", "reports"];
+
+/** Where syslog(3) sends, as opendkim and opendmarc used it. */
+const SYSLOG_SOCKET = "/dev/log";
 
 const ACTION_VALUES: Readonly<Record<string, string>> = {
   a: "accept", accept: "accept", t: "tempfail", tempfail: "tempfail", r: "reject", reject: "reject",
@@ -149,6 +155,8 @@ class Importer {
     this.#limits();
     this.#dns();
     this.#milter();
+    this.#logging();
+    this.#history();
     this.#leftovers();
   }
 
@@ -930,6 +938,102 @@ class Importer {
     const other = chosen.program === "opendkim" ? this.#dmarc : this.#dkim;
     const otherUmask = this.#take(other, "UMask");
     if (otherUmask) this.#reject(otherUmask, `it applied to ${otherUmask.program}'s socket, which authmilter's single socket replaces`);
+  }
+
+  // ---- log, reports -------------------------------------------------------------------------
+
+  #logging(): void {
+    const dkim = this.#dkim;
+    const dmarc = this.#dmarc;
+    const syslogs = [this.#take(dkim, "Syslog"), this.#take(dmarc, "Syslog")].filter((e): e is ConfEntry => e !== undefined);
+    const on = syslogs.filter((e) => parseConfBoolean(e.value) === true);
+    const facilities = [this.#take(dkim, "SyslogFacility"), this.#take(dmarc, "SyslogFacility")].filter((e): e is ConfEntry => e !== undefined);
+    const logs = (program: Program) => on.some((e) => e.program === program);
+
+    if (on.length === 0) {
+      if (syslogs.length > 0) this.#comment("log", `${syslogs.map((e) => this.#source(e)).join("; ")}: no syslog, authmilter's default (log.syslog unset)`);
+    } else {
+      const quiet = on.length === 1 ? (on[0]!.program === "opendkim" ? dmarc : dkim) : undefined;
+      this.#set(
+        "log.syslog",
+        SYSLOG_SOCKET,
+        `${on.map((e) => this.#source(e)).join("; ")}: syslog(3) wrote to ${SYSLOG_SOCKET}` +
+          `${quiet ? `; ${quiet.program} did not log there, but authmilter has one log, so its DKIM, SPF and DMARC lines all go there` : ""}. ` +
+          "log.stdout stays true (JSON lines on standard output, journald under systemd); set it to false to log to syslog only, as before",
+      );
+    }
+
+    // authmilter logs with one facility: that of the first program (opendkim, then opendmarc)
+    // that logged with one authmilter has; the others are reported.
+    for (const f of facilities) {
+      if (!logs(f.program)) this.#reject(f, `${f.program} did not log to syslog (Syslog not on), so it had no effect; log.facility applies to log.syslog only`);
+    }
+    const effective = on.map((e) => {
+      const entry = facilities.find((f) => f.program === e.program);
+      return { program: e.program, entry, value: (entry?.value ?? "mail").toLowerCase() };
+    });
+    const usable = (v: string) => (FACILITIES as readonly string[]).includes(v);
+    const chosen = effective.find((f) => usable(f.value));
+    const facility = chosen?.value ?? "mail";
+    const same = effective.flatMap((f) => (f.value === facility && f.entry ? [f.entry] : []));
+    if (same.length > 0) this.#set("log.facility", facility, same.map((e) => this.#source(e)).join("; "));
+    for (const f of effective) {
+      if (f === chosen || f.value === facility) continue;
+      const what = chosen ? `log.facility is ${facility} (${chosen.program}'s${chosen.entry ? "" : ", its default"})` : `log.facility stays ${facility}`;
+      if (f.entry === undefined) {
+        this.#note(chosen?.entry && where(chosen.entry), `${f.program} logged with facility mail (its default); authmilter logs with one facility and ${what}: adjust the syslog.conf rules that select mail`);
+      } else if (!usable(f.value)) {
+        this.#reject(f.entry, `"${f.entry.value}" is not a facility authmilter logs with (${FACILITIES.join(", ")}); ${what}: adjust the syslog.conf rules that select ${f.value}`);
+      } else {
+        this.#reject(f.entry, `authmilter logs with one facility and ${what}: adjust the syslog.conf rules that select ${f.value}`);
+      }
+    }
+
+    if (dkim !== undefined) {
+      const success = this.#take(dkim, "SyslogSuccess");
+      const successOn = success !== undefined && parseConfBoolean(success.value) === true;
+      if (success) this.#set("log.success", successOn, this.#source(success));
+      else {
+        this.#set(
+          "log.success",
+          false,
+          "SyslogSuccess was not set: opendkim did not log successful signing and verification; authmilter's default is true (at info); false logs them at debug",
+        );
+      }
+      const why = this.#take(dkim, "LogWhy");
+      if (why) this.#set("log.why", parseConfBoolean(why.value) === true, this.#source(why));
+      else {
+        this.#set("log.why", false, "LogWhy was not set: opendkim did not log why it signed or verified a message; authmilter's default is true (at info); false logs it at debug");
+      }
+      const results = this.#peek(dkim, "LogResults");
+      if (results && parseConfBoolean(results.value) === true && !successOn) {
+        this.#reject(
+          results,
+          `${unmappedReason("opendkim", "LogResults")}. LogResults logged passing signatures too: set log.success: true to keep them at info (it also logs successful signing and passing SPF/DMARC)`,
+        );
+      }
+      if (!successOn && logs("opendmarc")) {
+        this.#note(
+          success && where(success),
+          "log.success is false: authmilter logs DMARC results that pass at debug, where opendmarc logged every DMARC result; set log.success: true to keep them at info (it also logs DKIM and SPF passes)",
+        );
+      }
+    } else if (dmarc !== undefined) {
+      this.#set("log.why", false, "opendmarc did not log why a message was or was not verified; authmilter's default is true (at info); false logs it at debug");
+      this.#comment("log.why", "log.success stays true (the default): opendmarc logged every DMARC result, passes included");
+    }
+  }
+
+  #history(): void {
+    const file = this.#take(this.#dmarc, "HistoryFile");
+    if (file === undefined) return;
+    this.#set("reports.history", DEFAULT_HISTORY_PATH, `${this.#source(file)}: authmilter's own DMARC history (SQLite, in the unit's StateDirectory)`);
+    this.#note(
+      where(file),
+      `HistoryFile ${file.value}: opendmarc's text history is not imported (authmilter's store is a different format); authmilter records from now on in ${DEFAULT_HISTORY_PATH} ` +
+        "(reports.history; rows are kept for reports.retention, 180 days by default), and the aggregate reports are built from it with `authmilter report aggregate`. " +
+        "Send the reports still due from the old file with opendmarc-import and opendmarc-reports before you retire them",
+    );
   }
 
   #leftovers(): void {

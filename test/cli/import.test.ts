@@ -30,29 +30,32 @@ describe("authmilter import (command line)", () => {
     expect(r.code, describeResult("import", r)).toBe(0);
     expect(r.stdout).toBe("");
     expect(r.stderr).toContain(`authmilter import: wrote ${out}`);
-    expect(r.stderr).toContain("not carried over (17):");
+    expect(r.stderr).toContain("not carried over (12):");
     for (const [line, option] of [
-      [`${m.opendkim}:4`, "Syslog yes"],
       [`${m.opendkim}:17`, "AutoRestart yes"],
       [`${m.opendkim}:22`, "UserID opendkim:opendkim"],
       [`${m.opendkim}:45`, "TrustAnchorFile /usr/share/dns/root.key"],
-      [`${m.opendmarc}:11`, `HistoryFile /run/opendmarc/opendmarc.dat`],
+      [`${m.opendmarc}:12`, "FailureReports false"],
       [`${m.opendmarc}:17`, "PublicSuffixList /usr/share/publicsuffix"],
     ]) {
       expect(r.stderr).toContain(`  ${line}: ${option}\n`);
     }
     expect(r.stderr).toContain("Remove inet:localhost:54321 from smtpd_milters and non_smtpd_milters in main.cf");
+    expect(r.stderr).toContain(`  - ${m.opendmarc}:11: HistoryFile /run/opendmarc/opendmarc.dat: opendmarc's text history is not imported`);
     expect(r.stderr).not.toContain("warning:");
 
     expect((await stat(out)).mode & 0o777).toBe(0o644);
     const loaded = loadConfig(out);
     expect(loaded.config.signing.signingTable).toBe(`refile:${m.root}/etc/opendkim/signing.table`);
     expect(loaded.config.policy.dmarc.enforce).toBe(true);
+    expect(loaded.config.log).toMatchObject({ syslog: "/dev/log", facility: "mail", success: true, why: true });
+    expect(loaded.config.reports.history).toBe("/var/lib/authmilter/history.sqlite");
     const state = await buildAuthState(loaded.config);
     expect(state.signing.keyCount).toBe(6);
     const text = await readFile(out, "utf8");
-    expect(text).toContain("# Not carried over (17):");
-    expect(text).toContain(`#   ${m.opendkim}:4: Syslog yes\n#       logging: `);
+    expect(text).toContain("# Not carried over (12):");
+    expect(text).toContain(`#   ${m.opendmarc}:12: FailureReports false\n#       reports: `);
+    expect(text).toContain(`log:\n  # Syslog yes (${m.opendkim}:4); Syslog true (${m.opendmarc}:14): syslog(3) wrote to /dev/log.`);
   });
 
   it("refuses to replace --out unless --force", async () => {
@@ -73,7 +76,11 @@ describe("authmilter import (command line)", () => {
     expect(r.stdout).toMatch(/^# authmilter configuration/);
     expect(r.stdout).toContain("\nmilter:\n");
     expect(r.stdout).toContain("  socket: local:/run/opendkim/opendkim.sock\n");
-    expect(r.stderr).toContain("not carried over (10):");
+    expect(r.stderr).toContain("not carried over (7):");
+    expect(r.stdout).toContain("\nlog:\n");
+    expect(r.stdout).toContain("  syslog: /dev/log\n");
+    expect(r.stdout).toContain("  success: true\n");
+    expect(r.stdout).toContain("  why: false\n");
     expect(r.stderr).toContain("Remove unix:/run/opendmarc/opendmarc.sock from smtpd_milters and non_smtpd_milters in main.cf");
   });
 

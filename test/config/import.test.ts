@@ -13,6 +13,7 @@ import { OPENDKIM_OPTIONS } from "../../src/config/import-options.ts";
 import { ConfReadError, ImportError, importConfigs, postfixMilter, type ImportResult } from "../../src/config/import.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { matchesHost } from "../../src/keys/hosts.ts";
+import { DEFAULT_HISTORY_PATH } from "../../src/reports/history.ts";
 import { generateKey } from "../../src/keys/genkey.ts";
 import { DEBIAN_OPENDKIM, DEBIAN_OPENDMARC, prepareMulti, type MultiSetup } from "../fixtures/import/multi.ts";
 
@@ -126,14 +127,13 @@ describe("a multi-domain installation: five domains, KeyTable, refile SigningTab
       limits: { maxSignatures: 3 },
       dns: { servers: ["127.0.0.1"], timeout: "5s" },
       milter: { socket: "inet:8891@localhost", socketUmask: "0007" },
+      log: { syslog: "/dev/log", success: true, why: true },
+      reports: { history: DEFAULT_HISTORY_PATH },
     });
   });
 
   it("lists every option it did not carry over, each with its reason", () => {
     expect(r.unmapped.map((u) => `${u.program} ${u.option}`)).toEqual([
-      "opendkim Syslog",
-      "opendkim SyslogSuccess",
-      "opendkim LogWhy",
       "opendkim SubDomains",
       "opendkim AutoRestart",
       "opendkim AutoRestartRate",
@@ -142,18 +142,14 @@ describe("a multi-domain installation: five domains, KeyTable, refile SigningTab
       "opendkim PidFile",
       "opendkim TrustAnchorFile",
       "opendmarc PidFile",
-      "opendmarc HistoryFile",
       "opendmarc FailureReports",
-      "opendmarc Syslog",
       "opendmarc UMask",
       "opendmarc UserID",
       "opendmarc PublicSuffixList",
     ]);
-    expect(reasonOf(r, "LogWhy")).toMatch(/^logging: /);
     expect(reasonOf(r, "SubDomains")).toBe("opendkim ignores it because KeyTable is set");
     expect(reasonOf(r, "AutoRestart")).toMatch(/systemd .*Restart=on-failure/);
     expect(reasonOf(r, "TrustAnchorFile")).toMatch(/DNSSEC/);
-    expect(reasonOf(r, "HistoryFile")).toMatch(/aggregate/);
     expect(reasonOf(r, "FailureReports")).toMatch(/^reports: /);
     expect(r.unmapped.find((u) => u.program === "opendmarc" && u.option === "UMask")?.reason).toMatch(/opendmarc's socket/);
     expect(r.unmapped.find((u) => u.option === "TrustAnchorFile")?.where).toBe(`${m.opendkim}:45`);
@@ -164,6 +160,10 @@ describe("a multi-domain installation: five domains, KeyTable, refile SigningTab
     expect(notes).toContain("TrustedAuthservIDs: mail.example.com left out: they are this host's own ids");
     expect(notes).toContain("keeps opendkim's because Postfix already sends mail to it. Remove inet:localhost:54321 from smtpd_milters and non_smtpd_milters");
     expect(notes).toContain('InternalHosts pattern "*.example.com" written as ".example.com"');
+    expect(notes).toContain(`${m.opendmarc}:11 HistoryFile /run/opendmarc/opendmarc.dat: opendmarc's text history is not imported`);
+    expect(notes).toContain("`authmilter report aggregate`");
+    // Both programs logged to syslog with SyslogSuccess on: nothing to warn about.
+    expect(notes).not.toContain("log.success is false");
   });
 
   it("writes YAML that our loader accepts, with a header naming the sources and the unmapped options as comments", () => {
@@ -176,6 +176,10 @@ describe("a multi-domain installation: five domains, KeyTable, refile SigningTab
     expect(r.yaml).toContain(`# Not carried over (${r.unmapped.length}):`);
     for (const u of r.unmapped) expect(r.yaml).toContain(`#   ${u.where}: ${u.option} ${u.value}\n#       ${u.reason}\n`);
     expect(r.yaml).toContain(`  # Canonicalization relaxed/simple (${m.opendkim}:8)\n  canonicalization: relaxed/simple\n`);
+    expect(config.log).toMatchObject({ syslog: "/dev/log", facility: "mail", stdout: true, success: true, why: true });
+    expect(config.reports.history).toBe(DEFAULT_HISTORY_PATH);
+    expect(r.yaml).toContain(`  # Syslog yes (${m.opendkim}:4); Syslog true (${m.opendmarc}:14): syslog(3) wrote to /dev/log.`);
+    expect(r.yaml).toMatch(/\nlog:\n(?:  .*\n)+reports:\n  # HistoryFile .*\n  history: \/var\/lib\/authmilter\/history\.sqlite\n$/);
   });
 
   it("loads in buildAuthState and signs what opendkim signed: both example.com keys, one key per other domain", async () => {
@@ -203,16 +207,14 @@ describe("Debian's shipped opendkim.conf and opendmarc.conf", () => {
       signing: { oversign: ["From"], canonicalization: "relaxed/simple" },
       policy: { requiredHeaders: false },
       milter: { socket: "local:/run/opendkim/opendkim.sock", socketUmask: "0007" },
+      log: { syslog: "/dev/log", success: true, why: false },
     });
     expect(r.unmapped.map((u) => `${u.program} ${u.option} ${u.value}`)).toEqual([
-      "opendkim Syslog yes",
-      "opendkim SyslogSuccess yes",
       "opendkim UserID opendkim",
       "opendkim PidFile /run/opendkim/opendkim.pid",
       "opendkim TrustAnchorFile /usr/share/dns/root.key",
       "opendmarc PidFile /run/opendmarc/opendmarc.pid",
       "opendmarc PublicSuffixList /usr/share/publicsuffix/public_suffix_list.dat",
-      "opendmarc Syslog true",
       "opendmarc UMask 0002",
       "opendmarc UserID opendmarc",
     ]);
@@ -221,6 +223,8 @@ describe("Debian's shipped opendkim.conf and opendmarc.conf", () => {
     // Debian sets Canonicalization and OversignHeaders, so no default-difference note for them.
     expect(notesText(r)).not.toContain("Canonicalization was not set");
     expect(notesText(r)).not.toContain("OversignHeaders was not set");
+    // Debian sets no LogWhy: opendkim's default (no) is written down, with the reason.
+    expect(r.yaml).toContain("  # LogWhy was not set: opendkim did not log why it signed or verified a message; authmilter's default is true (at info); false logs it at debug\n  why: false\n");
   };
 
   it("the copies in test/fixtures/import/debian map as expected and load", async () => {
@@ -412,5 +416,96 @@ describe("mapping details", () => {
     expect(postfixMilter("inet:8891")).toBe("inet:localhost:8891");
     expect(postfixMilter("inet6:8891@[::1]")).toBe("inet:[::1]:8891");
     expect(postfixMilter("local:/run/opendkim/opendkim.sock")).toBe("unix:/run/opendkim/opendkim.sock");
+  });
+});
+
+describe("logging and the DMARC history", () => {
+  it("Syslog yes becomes log.syslog: /dev/log; SyslogFacility one we log with becomes log.facility", async () => {
+    const r = await importTexts({ opendkim: "Syslog yes\nSyslogFacility LOCAL3\nSyslogSuccess yes\nLogWhy no\n" });
+    expect(r.values["log"]).toEqual({ syslog: "/dev/log", facility: "local3", success: true, why: false });
+    expect(r.unmapped).toEqual([]);
+    expect(r.yaml).toContain("log.stdout stays true");
+    expect(parseConfig(r.yaml, "x").log).toEqual({ level: "info", syslog: "/dev/log", facility: "local3", stdout: true, success: true, why: false });
+  });
+
+  it("Syslog no leaves log.syslog unset, and a SyslogFacility with no syslog had no effect", async () => {
+    const r = await importTexts({ opendkim: "Syslog no\nSyslogFacility local1\n" });
+    expect(r.values["log"]).toEqual({ success: false, why: false });
+    expect(r.yaml).toContain("# Syslog no (");
+    expect(r.yaml).toContain("no syslog, authmilter's default (log.syslog unset)");
+    expect(reasonOf(r, "SyslogFacility")).toBe("opendkim did not log to syslog (Syslog not on), so it had no effect; log.facility applies to log.syslog only");
+    expect(parseConfig(r.yaml, "x").log.syslog).toBeUndefined();
+  });
+
+  it("a facility authmilter does not log with is reported, and log.facility stays mail", async () => {
+    const r = await importTexts({ opendkim: "Syslog yes\nSyslogFacility user\n" });
+    expect(r.values["log"]).toEqual({ syslog: "/dev/log", success: false, why: false });
+    expect(reasonOf(r, "SyslogFacility")).toBe(
+      '"user" is not a facility authmilter logs with (mail, daemon, local0, local1, local2, local3, local4, local5, local6, local7); ' +
+        "log.facility stays mail: adjust the syslog.conf rules that select user",
+    );
+  });
+
+  it("two programs logging with different facilities: opendkim's is kept, opendmarc's reported", async () => {
+    const r = await importTexts({ opendkim: "Syslog yes\nSyslogFacility daemon\n", opendmarc: "Syslog true\nSyslogFacility local5\n" });
+    expect(r.values["log"]).toMatchObject({ syslog: "/dev/log", facility: "daemon" });
+    expect(reasonOf(r, "SyslogFacility")).toBe("authmilter logs with one facility and log.facility is daemon (opendkim's): adjust the syslog.conf rules that select local5");
+    // opendmarc logging with its default (mail) while opendkim used local0: a note, as there is no line to report.
+    const mixed = await importTexts({ opendkim: "Syslog yes\nSyslogFacility local0\n", opendmarc: "Syslog true\n" });
+    expect(mixed.values["log"]).toMatchObject({ facility: "local0" });
+    expect(notesText(mixed)).toContain("opendmarc logged with facility mail (its default); authmilter logs with one facility and log.facility is local0 (opendkim's)");
+  });
+
+  it("only one program logged to syslog: the comment says the other's lines go there now", async () => {
+    const r = await importTexts({ opendkim: "Syslog no\nSyslogSuccess yes\n", opendmarc: "Syslog yes\n" });
+    expect(r.values["log"]).toEqual({ syslog: "/dev/log", success: true, why: false });
+    expect(r.yaml).toContain("opendkim did not log there, but authmilter has one log, so its DKIM, SPF and DMARC lines all go there");
+  });
+
+  it("SyslogSuccess and LogWhy unset: opendkim's defaults (no, no) are written, each with the reason", async () => {
+    const r = await importTexts({ opendkim: "Mode sv\n" });
+    expect(r.values["log"]).toEqual({ success: false, why: false });
+    expect(r.yaml).toContain("  # SyslogSuccess was not set: opendkim did not log successful signing and verification; authmilter's default is true (at info); false logs them at debug\n  success: false\n");
+    expect(r.yaml).toContain("  # LogWhy was not set: opendkim did not log why it signed or verified a message; authmilter's default is true (at info); false logs it at debug\n  why: false\n");
+    const config = parseConfig(r.yaml, "x");
+    expect(config.log).toMatchObject({ success: false, why: false });
+    const state = await buildAuthState(config);
+    expect(state.settings).toMatchObject({ logSuccess: false, logWhy: false });
+  });
+
+  it("with log.success off and opendmarc logging, a note says DMARC passes move to debug", async () => {
+    const r = await importTexts({ opendkim: "Syslog yes\nSyslogSuccess no\n", opendmarc: "Syslog yes\n" });
+    expect(r.values["log"]).toMatchObject({ success: false });
+    expect(notesText(r)).toMatch(/opendkim\.conf:2 log\.success is false: authmilter logs DMARC results that pass at debug, where opendmarc logged every DMARC result/);
+  });
+
+  it("only opendmarc.conf: log.why off (opendmarc said nothing of the kind), log.success stays on", async () => {
+    const r = await importTexts({ opendmarc: "Syslog true\n" });
+    expect(r.values["log"]).toEqual({ syslog: "/dev/log", why: false });
+    expect(r.yaml).toContain("log.success stays true (the default): opendmarc logged every DMARC result, passes included");
+    expect(parseConfig(r.yaml, "x").log).toMatchObject({ success: true, why: false });
+  });
+
+  it("SyslogName and LogResults are not carried over, with what authmilter logs instead", async () => {
+    const r = await importTexts({ opendkim: "Syslog yes\nSyslogName opendkim-out\nLogResults yes\nSyslogSuccess yes\n" });
+    expect(reasonOf(r, "SyslogName")).toMatch(/the syslog tag is fixed: lines read "authmilter\[PID\]: QUEUEID: \.\.\.".*must match "authmilter" instead/);
+    expect(reasonOf(r, "LogResults")).toMatch(/no switch: it always has one line per DKIM signature verified \(d=, s=, the result and why a failure failed\)/);
+    expect(reasonOf(r, "LogResults")).not.toContain("set log.success: true");
+    // LogResults showed passing signatures; with SyslogSuccess off they would now be at debug.
+    const quiet = await importTexts({ opendkim: "Syslog yes\nLogResults yes\n" });
+    expect(reasonOf(quiet, "LogResults")).toMatch(/LogResults logged passing signatures too: set log\.success: true to keep them at info/);
+  });
+
+  it("HistoryFile becomes reports.history (our own store) with a note; RecordAllMessages and IgnoreMailTo are explained", async () => {
+    const r = await importTexts({ opendmarc: "HistoryFile /var/run/opendmarc/opendmarc.dat\nRecordAllMessages yes\nIgnoreMailTo dmarc-reports@example.com\n" });
+    expect(r.values["reports"]).toEqual({ history: "/var/lib/authmilter/history.sqlite" });
+    expect(r.yaml).toContain("  # HistoryFile /var/run/opendmarc/opendmarc.dat (");
+    expect(notesText(r)).toMatch(
+      /opendmarc\.conf:1 HistoryFile \/var\/run\/opendmarc\/opendmarc\.dat: opendmarc's text history is not imported .*authmilter records from now on in \/var\/lib\/authmilter\/history\.sqlite .*`authmilter report aggregate`/,
+    );
+    expect(unmappedNames(r)).toEqual(["RecordAllMessages", "IgnoreMailTo"]);
+    expect(reasonOf(r, "RecordAllMessages")).toMatch(/^no switch: authmilter records every verified message .*reports\.history.*as RecordAllMessages yes did/);
+    expect(reasonOf(r, "IgnoreMailTo")).toMatch(/^no equivalent: .*mail to your own rua=\/ruf= addresses is recorded too/);
+    expect(parseConfig(r.yaml, "x").reports.history).toBe("/var/lib/authmilter/history.sqlite");
   });
 });
