@@ -128,6 +128,46 @@ describe("authmilter serve", () => {
   });
 });
 
+describe("reload under load", () => {
+  it("takes SIGHUP five times while 200 messages flow, and not one of them fails", async () => {
+    const daemon = await startDaemon(config());
+    try {
+      const results: string[] = [];
+      let sent = 0;
+      // Four connections from outside (verified) and four from inside (signed), as Postfix keeps them.
+      const worker = async (w: number) => {
+        const client = await MilterClient.connect({ host: "127.0.0.1", port: daemon.port });
+        try {
+          await client.negotiate();
+          for (let first = true; sent < 200; first = false) {
+            const n = sent++;
+            const replies = await sendMessage(client, { ...(w % 2 ? internal : external), queueId: `QIDR${n}` }, { connect: first });
+            results.push(replies.map((r) => r.kind).join(","));
+            client.send({ kind: "abort" });
+          }
+        } finally {
+          client.close();
+        }
+      };
+      const flow = Promise.all(Array.from({ length: 8 }, (_, w) => worker(w)));
+      for (let i = 0; i < 5; i++) {
+        await expect.poll(() => sent, { timeout: 20_000, interval: 5 }).toBeGreaterThanOrEqual(30 * (i + 1));
+        daemon.writeConfig(config(i % 2 ? "s1" : "s2", i % 2 ? keyA : keyB));
+        daemon.signal("SIGHUP");
+        // Signals that arrive together merge into one: wait for each reload before the next.
+        await expect.poll(() => daemon.logs.filter((l) => l.msg === "SIGHUP: configuration, tables and keys reloaded").length).toBe(i + 1);
+      }
+      await flow;
+      expect(results).toHaveLength(200);
+      expect(results.filter((kinds) => !kinds.endsWith(",continue"))).toEqual([]);
+      expect(daemon.logs.filter((l) => l.msg === "SIGHUP: configuration, tables and keys reloaded").length).toBe(5);
+      expect(daemon.logs.filter((l) => l.level >= 50)).toEqual([]);
+    } finally {
+      expect(await daemon.stop()).toBe(0);
+    }
+  });
+});
+
 describe("the DMARC history", () => {
   it("records each verified message, and report aggregate builds a report from it", async () => {
     const db = join(dir, "history.sqlite");

@@ -150,7 +150,9 @@ describe.skipIf(gate.skip)(`authmilter behind a real Postfix${gate.label}`, () =
     const sent = await postfix().sendmail(`From: Erin <erin@example.com>\nTo: frank@example.net\nSubject: local\nMessage-ID: ${id}\n\nVia sendmail.\n`, ["-f", "erin@example.com", "frank@example.net"]);
     expect(sent.code, sent.stderr).toBe(0);
     const delivered = await postfix().waitForMessage(byId(id));
-    expect(headerValues(delivered.raw, "Authmilter-Filter")).toHaveLength(1);
+    // cleanup logs the queue id pickup assigned; the milter must have seen the same one.
+    const qid = await postfix().queueIdOf(id);
+    expect(headerValues(delivered.raw, "Authmilter-Filter")).toEqual([expect.stringMatching(new RegExp(`^authmilter \\S+ \\S+ ${qid}$`))]);
     expect(headerValues(delivered.raw, "DKIM-Signature")).toHaveLength(1);
     expect(await verifyDelivered(delivered.raw)).toMatch(/dkim=pass \(2048-bit key\) header\.d=example\.com/);
     await daemon.waitForLog(/: submitted locally \(non-SMTP\)$/);

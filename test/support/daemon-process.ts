@@ -34,10 +34,17 @@ export interface Daemon {
   stop(): Promise<number | null>;
 }
 
+/** Tests never ask a real resolver: without DNS servers of its own, a daemon gets a closed loopback port. */
+function loopbackDnsOnly(config: unknown): unknown {
+  if (typeof config !== "object" || config === null) return config;
+  const c = config as { dns?: { servers?: unknown } };
+  return c.dns?.servers ? c : { ...c, dns: { ...c.dns, servers: ["127.0.0.1:9"] } };
+}
+
 export async function startDaemon(config: unknown, env: Record<string, string> = {}): Promise<Daemon> {
   const dir = mkdtempSync(join(tmpdir(), "authmilter-daemon-"));
   const configPath = join(dir, "authmilter.yaml");
-  const writeConfig = (c: unknown) => writeFileSync(configPath, typeof c === "string" ? c : stringify(c));
+  const writeConfig = (c: unknown) => writeFileSync(configPath, typeof c === "string" ? c : stringify(loopbackDnsOnly(c)));
   writeConfig(config);
   const child = spawn(NODE, [CLI, "serve", "--config", configPath], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   const logs: LogLine[] = [];

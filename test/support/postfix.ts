@@ -3,7 +3,7 @@
 // in-process sink (smtp-sink.ts) so the test reads back exactly what Postfix would have sent on.
 // Nothing leaves loopback: no DNS (none on CI machines), relayhost is an IP literal.
 
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, renameSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -49,8 +49,8 @@ export interface PostfixInstance {
   stop(): Promise<void>;
 }
 
-const POSTFIX = findExecutable("postfix") ?? "/usr/sbin/postfix";
-const POSTCONF = findExecutable("postconf") ?? "/usr/sbin/postconf";
+// Postfix's daemon_directory (Debian's, then the Red Hat family's); "master" on the PATH could be anything.
+const MASTER = ["/usr/lib/postfix/sbin/master", "/usr/libexec/postfix/master"].find((p) => existsSync(p)) ?? "/usr/lib/postfix/sbin/master";
 const SENDMAIL = "/usr/sbin/sendmail";
 const SWAKS = findExecutable("swaks") ?? "swaks";
 const DIR_PREFIX = "authmilter-postfix-";
@@ -132,10 +132,16 @@ function masterCf(smtpPort: number): string {
 // accepts a config directory listed in /etc/postfix/main.cf. Each instance adds its own entry and
 // removes it on stop; entries of earlier runs whose directory is gone are pruned, so the file
 // does not grow. Test files run in parallel processes, hence the lock.
+//
+// The file is edited here rather than with postconf -e, and keeps its old mtime: every Postfix
+// program that reads a main.cf changed less than ~2 s ago rereads it every 300 ms until it has
+// "cooled down" (util/load_file.c), which would add seconds to each start and stop.
 
+const DEFAULT_MAIN_CF = "/etc/postfix/main.cf";
+const PARAM = "alternate_config_directories";
 const LOCK_DIR = join(tmpdir(), "authmilter-e2e-postfix-main.cf.lock");
 
-async function withMainCfLock<T>(work: () => Promise<T>): Promise<T> {
+async function withMainCfLock<T>(work: () => T): Promise<T> {
   const deadline = Date.now() + 20_000;
   for (;;) {
     try {
@@ -143,7 +149,7 @@ async function withMainCfLock<T>(work: () => Promise<T>): Promise<T> {
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      // A holder that died leaves the lock behind; nobody holds it for more than a few seconds.
+      // A holder that died leaves the lock behind; nobody holds it for more than milliseconds.
       try {
         if (Date.now() - statSync(LOCK_DIR).mtimeMs > 30_000) rmSync(LOCK_DIR, { recursive: true, force: true });
       } catch {
@@ -154,26 +160,41 @@ async function withMainCfLock<T>(work: () => Promise<T>): Promise<T> {
     }
   }
   try {
-    return await work();
+    return work();
   } finally {
     rmSync(LOCK_DIR, { recursive: true, force: true });
   }
 }
 
 async function editAlternateConfigDirs(change: (dirs: string[]) => string[]): Promise<void> {
-  await withMainCfLock(async () => {
-    const current = await run(POSTCONF, ["-c", "/etc/postfix", "-h", "alternate_config_directories"]);
-    if (current.code !== 0) throw new Error(`postconf failed: ${current.stderr}`);
-    const before = current.stdout.split(/[\s,]+/).filter((d) => d !== "");
+  // Root (the only user who can start an instance) passes postdrop's check anyway; a Postfix
+  // installed with "No configuration" has no main.cf to list anything in.
+  if (!existsSync(DEFAULT_MAIN_CF)) return;
+  await withMainCfLock(() => {
+    const before = statSync(DEFAULT_MAIN_CF);
+    const lines = readFileSync(DEFAULT_MAIN_CF, "utf8").split("\n");
+    // The last definition wins in Postfix; continuation lines start with white space.
+    let start = -1;
+    lines.forEach((line, i) => {
+      if (new RegExp(`^${PARAM}\\s*=`).test(line)) start = i;
+    });
+    let end = start + 1;
+    while (start >= 0 && end < lines.length && /^[ \t]+\S/.test(lines[end] ?? "")) end++;
+    const value = start < 0 ? "" : lines.slice(start, end).join(" ").replace(/^[^=]*=/, "");
+    const current = value.split(/[\s,]+/).filter((d) => d !== "");
     const ours = join(tmpdir(), DIR_PREFIX);
-    const after = change(before.filter((d) => !d.startsWith(ours) || existsSync(d)));
-    if (after.join(" ") === before.join(" ")) return;
-    const args =
-      after.length === 0
-        ? ["-c", "/etc/postfix", "-X", "alternate_config_directories"]
-        : ["-c", "/etc/postfix", "-e", `alternate_config_directories = ${after.join(", ")}`];
-    const edit = await run(POSTCONF, args);
-    if (edit.code !== 0) throw new Error(`postconf ${args.join(" ")} failed: ${edit.stderr}`);
+    const wanted = change(current.filter((d) => !d.startsWith(ours) || existsSync(d)));
+    if (wanted.join(" ") === current.join(" ")) return;
+
+    const replacement = wanted.length === 0 ? [] : [`${PARAM} = ${wanted.join(", ")}`];
+    if (start >= 0) lines.splice(start, end - start, ...replacement);
+    else lines.splice(lines[lines.length - 1] === "" ? lines.length - 1 : lines.length, 0, ...replacement);
+    // Write-then-rename: a Postfix program reading the file meanwhile sees old or new, never half.
+    const temp = `${DEFAULT_MAIN_CF}.authmilter-e2e.${process.pid}`;
+    writeFileSync(temp, lines.join("\n"), { mode: before.mode & 0o7777 });
+    chownSync(temp, before.uid, before.gid);
+    utimesSync(temp, before.atime, before.mtime);
+    renameSync(temp, DEFAULT_MAIN_CF);
   });
 }
 
@@ -268,8 +289,6 @@ async function createQueue(dir: string): Promise<void> {
   }
   make(join(queue, "maildrop"), 0o730, mailOwner, setgidGroup);
   make(join(queue, "public"), 0o710, mailOwner, setgidGroup);
-  // Tells postfix-script to skip its integrity checks (post-install, a few finds) on this start.
-  writeFileSync(join(queue, "quick-start"), "");
 }
 
 async function startOnce(options: PostfixOptions): Promise<PostfixInstance> {
@@ -292,12 +311,19 @@ async function startOnce(options: PostfixOptions): Promise<PostfixInstance> {
     const smtpPort = await freePort();
     writeFileSync(join(configDir, "main.cf"), mainCf(dir, smtpPort, sink.port, options));
     writeFileSync(join(configDir, "master.cf"), masterCf(smtpPort));
+    // master rereads a main.cf younger than a couple of seconds until it stops changing (it
+    // might be half written): backdating saves that wait on every start.
+    const past = new Date(Date.now() - 60_000);
+    for (const file of ["main.cf", "master.cf"]) utimesSync(join(configDir, file), past, past);
     await editAlternateConfigDirs((dirs) => (dirs.includes(configDir) ? dirs : [...dirs, configDir]));
 
-    const start = await run(POSTFIX, ["-c", configDir, "start"], { timeoutMs: 30_000 });
+    // master -w is what `postfix start` ends with. Calling it directly skips postfix-script's
+    // "starting" log line, whose postlog(1) waits up to seconds for a postlogd that only master
+    // is about to start. -w returns once master has initialised (or failed to).
+    const start = await run(MASTER, ["-c", configDir, "-w"], { timeoutMs: 30_000 });
     started = true;
     if (start.code !== 0) {
-      throw new Error(`postfix -c ${configDir} start failed (${start.code}):\n${start.stderr}${start.stdout}\n${tail(readLog(dir))}`);
+      throw new Error(`${MASTER} -c ${configDir} -w failed (${start.code}):\n${start.stderr}${start.stdout}\n${tail(readLog(dir))}`);
     }
     await waitForPort(smtpPort, 10_000, () => {
       const fatal = /^.*(fatal|bind .* failed|Address already in use).*$/m.exec(readLog(dir));
