@@ -24,18 +24,22 @@ export class NegotiationError extends ProtocolError {}
 
 /*
  * We observe every event but decide only at end of message, so we promise "no reply" (NR_*)
- * for everything before it: Postfix then pipelines headers and body chunks without waiting.
- * UNKNOWN and DATA carry nothing we use. HDR_LEADSPC gives exact header bytes for DKIM.
- * SKIP is useless under NR_BODY (it is a reply to BODY), so it is not asked for.
+ * for nearly everything before it: Postfix then pipelines headers and body chunks without
+ * waiting. HDR_LEADSPC gives exact header bytes for DKIM. SKIP is useless under NR_BODY (it
+ * is a reply to BODY), so it is not asked for.
+ *
+ * DATA is the exception, answered on purpose. Postfix keeps Nagle on and writes its buffered
+ * packets out twice per message: when smtpd hands the milter socket to cleanup at DATA, and
+ * before it reads the end-of-message reply. If nothing went back in between, the second write
+ * waits for our delayed ACK, 40 ms a message (reference §13; measured here: 20 msgs/s, p50 50 ms
+ * at concurrency 1). Our CONTINUE to DATA carries that ACK back at once.
  */
 const WANTED_PROTOCOL =
   C.SMFIP_NOUNKNOWN |
-  C.SMFIP_NODATA |
   C.SMFIP_NR_CONN |
   C.SMFIP_NR_HELO |
   C.SMFIP_NR_MAIL |
   C.SMFIP_NR_RCPT |
-  C.SMFIP_NR_DATA |
   C.SMFIP_NR_UNKN |
   C.SMFIP_NR_HDR |
   C.SMFIP_NR_EOH |
