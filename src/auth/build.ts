@@ -10,8 +10,7 @@ import { readFileSync } from "node:fs";
 import { hostListFromSources } from "../keys/hosts.ts";
 import { loadSigningSetup } from "../keys/signing-setup.ts";
 import { VERSION } from "../version.ts";
-import { AuthHandler, type AuthState } from "./handler.ts";
-import type { HistorySink } from "./history.ts";
+import { AuthHandler, type AuthState, type HandlerExtras } from "./handler.ts";
 
 export function buildResolver(config: Config): Resolver {
   const { servers, timeoutMs, tries, cacheEntries } = config.dns;
@@ -70,7 +69,7 @@ export async function buildAuthHandler(
   config: Config,
   resolver: Resolver,
   logger: Logger,
-  extras: { metrics?: AuthMetrics; history?: HistorySink } = {},
+  extras: HandlerExtras = {},
 ): Promise<AuthHandler> {
   const resolve = extras.metrics ? timed(resolver.mailauth, extras.metrics) : resolver.mailauth;
   return new AuthHandler(await buildAuthState(config), resolve, logger, extras);

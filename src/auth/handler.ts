@@ -9,10 +9,17 @@ import type { ClientInfo, ConnectionContext, ConnectionHandler, MessageHandler, 
 import type { AuthMetrics } from "../ops/metrics.ts";
 import { classifyClient } from "./classify.ts";
 import type { HistorySink } from "./history.ts";
-import { AuthMessage } from "./message.ts";
+import { AuthMessage, type FailureReportSink } from "./message.ts";
 import type { AuthState } from "./settings.ts";
 
 export { SOFTWARE_HEADER } from "./message.ts";
+
+/** What the daemon adds to a handler beyond its state: counters and where reports go. */
+export interface HandlerExtras {
+  readonly metrics?: AuthMetrics;
+  readonly history?: HistorySink;
+  readonly failureReports?: FailureReportSink;
+}
 export type { AuthSettings, AuthState } from "./settings.ts";
 
 /** Macros we ask Postfix for, per stage (reference §9); main.cf's milter_*_macros are the fallback. */
@@ -36,14 +43,14 @@ export class AuthHandler implements MilterHandler {
   readonly #resolver: DNSResolver;
   readonly #logger: Logger;
   readonly #metrics: AuthMetrics | undefined;
-  readonly #history: HistorySink | undefined;
+  readonly #extras: HandlerExtras;
 
-  constructor(state: AuthState, resolver: DNSResolver, logger: Logger, extras: { metrics?: AuthMetrics; history?: HistorySink } = {}) {
+  constructor(state: AuthState, resolver: DNSResolver, logger: Logger, extras: HandlerExtras = {}) {
     this.#state = state;
     this.#resolver = resolver;
     this.#logger = logger;
     this.#metrics = extras.metrics;
-    this.#history = extras.history;
+    this.#extras = extras;
   }
 
   /** Messages that start from now on use `state`; messages in flight keep theirs. */
@@ -82,8 +89,7 @@ export class AuthHandler implements MilterHandler {
           helo,
           sender,
           clientClass,
-          ...(this.#metrics ? { metrics: this.#metrics } : {}),
-          ...(this.#history ? { history: this.#history } : {}),
+          ...this.#extras,
         });
       },
     };

@@ -19,6 +19,7 @@ import { formatAuthenticationResults, type Findings } from "./results.ts";
 import type { AuthState } from "./settings.ts";
 import { MessageSigner } from "./sign.ts";
 import { MessageVerifier } from "./verify.ts";
+import type { FailureReportInput } from "../reports/failure.ts";
 
 export const SOFTWARE_HEADER = "Authmilter-Filter";
 
@@ -37,6 +38,13 @@ export interface MessageSetup {
   readonly clientClass: ClientClass;
   readonly metrics?: AuthMetrics;
   readonly history?: HistorySink;
+  /** When failure reports are on, the message's header fields are kept for them. */
+  readonly failureReports?: FailureReportSink;
+}
+
+/** Where a verified message goes to be considered for a failure report; never throws or waits. */
+export interface FailureReportSink {
+  consider(input: FailureReportInput): Promise<void>;
 }
 
 export class AuthMessage implements MessageHandler {
@@ -52,6 +60,8 @@ export class AuthMessage implements MessageHandler {
   /** Field counts by lower-cased name and the From values, for RequiredHeaders. */
   readonly #counts = new Map<string, number>();
   readonly #fromValues: string[] = [];
+  /** Only kept for failure reports (a report shows the original header). */
+  readonly #allHeaders: HeaderField[] = [];
   #headerCount = 0;
   #headerBytes = 0;
   #bodyBytes = 0;
@@ -96,6 +106,7 @@ export class AuthMessage implements MessageHandler {
     if (this.#headerBytes > limits.maxHeaderBytes) this.#exceeded(`header block over ${limits.maxHeaderBytes} bytes`);
     if (this.#overLimit) return;
     if (lower === "from") this.#fromValues.push(unfoldedText(field));
+    if (this.#setup.failureReports && this.#verifier) this.#allHeaders.push(field);
     if ((lower === "from" || lower === "sender") && n === 1) {
       const mailbox = parseMailboxList(unfoldedText(field)).mailboxes[0];
       if (mailbox) this.#authors.set(lower, mailbox);
@@ -211,6 +222,16 @@ export class AuthMessage implements MessageHandler {
     if (verdict.why) log.warn({ decision: verdict.decision.kind }, `${qid}: ${verdict.why}`);
     const row = this.#setup.history && historyRecordOf(verification, { queueId: qid, sourceIp: client.address, sender: this.#setup.sender, disposition: verdict.disposition });
     if (row) this.#setup.history!.record(row);
+    void this.#setup.failureReports?.consider({
+      queueId: qid,
+      authservId: settings.authservId,
+      sourceIp: client.address,
+      sender: this.#setup.sender,
+      headers: this.#allHeaders,
+      findings,
+      dmarcRecord: verification.dmarcRecord,
+      disposition: verdict.disposition,
+    });
     // Inserted last at index 1, so it lands on top, above the software header.
     modifications.push({ kind: "insheader", index: 1, name: AUTHENTICATION_RESULTS, value: formatAuthenticationResults(settings.authservId, findings) });
     return { modifications, decision: verdict.decision, ...(verdict.quarantine ? { quarantine: verdict.quarantine } : {}) };

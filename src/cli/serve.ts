@@ -1,17 +1,12 @@
-// `authmilter serve`: load the config, listen, serve until SIGTERM, then drain.
+// `authmilter serve`: load the config and serve — alone, or as a cluster of one worker per core.
 
-import type { Logger } from "pino";
-import { buildAuthHandler, buildAuthState, buildResolver } from "../auth/build.ts";
-import type { AuthHandler } from "../auth/handler.ts";
+import cluster from "node:cluster";
+import { availableParallelism } from "node:os";
 import { loadConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { createLogger } from "../log.ts";
-import { actionDecision } from "../auth/policy.ts";
-import { startMonitoring } from "../ops/http.ts";
-import { AuthMetrics, Observed } from "../ops/metrics.ts";
-import { notifySystemd } from "../ops/notify.ts";
-import { openHistoryStore, type HistoryStore } from "../reports/history.ts";
-import { MilterServer } from "../milter/server.ts";
+import { runPrimary } from "../ops/primary.ts";
+import { runWorker } from "../ops/worker.ts";
 import { VERSION } from "../version.ts";
 
 export interface ServeOptions {
@@ -25,105 +20,13 @@ export async function serve(options: ServeOptions): Promise<void> {
     ? { ...loaded.config, milter: { ...loaded.config.milter, socket: options.socket } }
     : loaded.config;
   const logger = createLogger(config.log);
+  // A cluster worker re-runs this command (same arguments) and serves; only it listens.
+  if (cluster.isWorker) return runWorker({ config, configPath: options.config, logger, clustered: true });
+  const workers = config.milter.workers === 0 ? availableParallelism() : config.milter.workers;
   logger.info(
-    { version: VERSION, config: loaded.source ?? "embedded defaults" },
-    `authmilter ${VERSION} starting (config: ${loaded.source ?? "embedded defaults"})`,
+    { version: VERSION, config: loaded.source ?? "embedded defaults", workers },
+    `authmilter ${VERSION} starting (config: ${loaded.source ?? "embedded defaults"}; ${workers} worker${workers === 1 ? "" : "s"})`,
   );
-  const resolver = buildResolver(config);
-  const metrics = config.metrics.listen ? new AuthMetrics() : undefined;
-  const history = config.reports.history ? openHistoryStore(config.reports.history, { logger }) : undefined;
-  if (history) keepPruning(history, config.reports.retentionMs, logger);
-  const handler = await buildAuthHandler(config, resolver, logger, { ...(metrics ? { metrics } : {}), ...(history ? { history } : {}) });
-  const server = new MilterServer(handler, {
-    socket: config.milter.socket,
-    umask: config.milter.socketUmask,
-    maxConnections: config.milter.maxConnections,
-    idleTimeoutMs: config.milter.idleTimeoutMs,
-    commandTimeoutMs: config.milter.commandTimeoutMs,
-    progressIntervalMs: config.milter.progressIntervalMs,
-    maxPacketBytes: config.milter.maxPacketBytes,
-    drainTimeoutMs: config.milter.drainTimeoutMs,
-    failureDecision: actionDecision(config.actions.internalError),
-    logger,
-  });
-  const address = await server.listen();
-  let serving = true;
-  if (metrics && config.metrics.listen) {
-    const r = metrics.registry;
-    r.add(new Observed("authmilter_connections", "Milter connections open", () => server.connectionCount));
-    r.add(new Observed("authmilter_dns_cache_hits_total", "DNS answers served from the cache", () => resolver.stats().cacheHits, "counter"));
-    r.add(new Observed("authmilter_dns_cache_misses_total", "DNS lookups sent upstream", () => resolver.stats().cacheMisses, "counter"));
-    r.add(new Observed("authmilter_dns_cache_entries", "DNS answers cached", () => resolver.stats().cache.entries));
-    const monitoring = await startMonitoring(config.metrics.listen, r, () => serving);
-    logger.info({ metrics: monitoring.address }, `metrics on http://${monitoring.address}/metrics`);
-  }
-  notifySystemd("ready", `serving on ${address}`);
-  handleSignals(
-    server,
-    logger,
-    () => reload(handler, options.config, logger),
-    () => {
-      serving = false;
-      notifySystemd("stopping", "draining");
-    },
-    async () => {
-      await history?.close();
-    },
-  );
-}
-
-/** Old history rows go once a day (and once at start). */
-function keepPruning(store: HistoryStore, retentionMs: number, logger: Logger): void {
-  const prune = () => {
-    try {
-      const removed = store.prune(new Date(Date.now() - retentionMs));
-      if (removed > 0) logger.info({ removed }, `history: pruned ${removed} row(s) older than the retention`);
-    } catch (err) {
-      logger.error({ err }, "history: pruning failed");
-    }
-  };
-  prune();
-  setInterval(prune, 86_400_000).unref();
-}
-
-/**
- * SIGHUP: read the configuration, tables and keys again and swap them in whole. A broken new
- * configuration is refused and the old one keeps serving; messages in flight keep theirs.
- * The milter section (socket, connection limits, timeouts), DNS, logging and metrics are read
- * at start only.
- */
-async function reload(handler: AuthHandler, configPath: string | undefined, logger: Logger): Promise<void> {
-  try {
-    const loaded = loadConfig(configPath);
-    handler.reload(await buildAuthState(loaded.config));
-    logger.info({ config: loaded.source ?? "embedded defaults" }, "SIGHUP: configuration, tables and keys reloaded");
-  } catch (err) {
-    logger.error({ err }, `SIGHUP: reload refused, still serving the previous configuration: ${(err as Error).message}`);
-  }
-}
-
-function handleSignals(server: MilterServer, logger: Logger, onReload: () => Promise<void>, onStop: () => void, afterDrain: () => Promise<void>): void {
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    onStop();
-    logger.info({ signal, connections: server.connectionCount }, `${signal}: draining, no new connections`);
-    server.drain().then(afterDrain).then(
-      () => {
-        logger.info("drained; exiting");
-        process.exit(0);
-      },
-      (err: unknown) => {
-        logger.error({ err }, "drain failed; exiting");
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
-  let reloading = Promise.resolve();
-  process.on("SIGHUP", () => {
-    reloading = reloading.then(onReload);
-  });
+  if (workers > 1) return runPrimary(config, workers, logger);
+  return runWorker({ config, configPath: options.config, logger, clustered: false });
 }

@@ -21,6 +21,14 @@ function checkHostEntry(value: string, setting: string): void {
   hostListFromValues([value], setting);
 }
 
+function checkAddress(value: string): void {
+  if (!/^[^\s@<>"]+@[A-Za-z0-9.-]+$/.test(value)) throw new Error(`${JSON.stringify(value)} is not a plain address like postmaster@example.org`);
+}
+
+function checkHostPort(value: string): void {
+  if (!/^(?:\[[0-9A-Fa-f:.]+\]|[^:\s]+):[0-9]{1,5}$/.test(value)) throw new Error(`${JSON.stringify(value)} is not host:port or [ipv6]:port`);
+}
+
 function fail(message: string): never {
   throw new Error(message);
 }
@@ -150,6 +158,8 @@ export interface Config {
     readonly progressIntervalMs: number;
     readonly maxPacketBytes: number;
     readonly drainTimeoutMs: number;
+    /** Serving processes sharing the socket; 0: one per CPU core. */
+    readonly workers: number;
   };
   readonly log: {
     readonly level: LogLevel;
@@ -172,10 +182,28 @@ export interface Config {
     readonly outboundIps: readonly string[];
   };
   readonly reports: {
-    /** SQLite file of the DMARC history (one row per verified message); absent: none kept. */
+    /** The DMARC history (one row per verified message): a SQLite file or a postgres:// URL; absent: none kept. */
     readonly history?: string;
     /** Rows older than this are pruned (daily). */
     readonly retentionMs: number;
+    /** Envelope sender and From: of every report; default postmaster@<hostname>. */
+    readonly from?: string;
+    /** The relay reports go through, host:port. */
+    readonly smtp: string;
+    /** A sendmail command used instead of `smtp`, split at spaces. */
+    readonly sendmail?: string;
+    readonly failure: {
+      /** DMARC failure reports to ruf= (fo= honoured). */
+      readonly dmarc: boolean;
+      /** DKIM failure reports to r=y signers (RFC 6651). */
+      readonly dkim: boolean;
+      readonly perDomainPerHour: number;
+    };
+    readonly aggregate: {
+      readonly orgName?: string;
+      readonly orgEmail?: string;
+      readonly receiver?: string;
+    };
   };
 }
 
@@ -328,6 +356,7 @@ export const SCHEMA: Section = {
       target: "drainTimeoutMs",
       doc: "on SIGTERM, how long messages in flight may take to finish",
     },
+    workers: { type: { kind: "integer", min: 0, max: 256 }, target: "workers", doc: "serving processes; 0: one per core" },
   },
   log: {
     level: { type: { kind: "enum", values: LOG_LEVELS }, target: "level", doc: "log verbosity" },
@@ -361,17 +390,32 @@ export const SCHEMA: Section = {
     },
   },
   reports: {
-    history: { type: { kind: "string", check: (v) => void (v.startsWith("/") || fail(`${JSON.stringify(v)} is not an absolute path`)) }, target: "history", doc: "history store file" },
+    history: {
+      type: {
+        kind: "string",
+        check: (v) => void (v.startsWith("/") || /^postgres(?:ql)?:\/\//i.test(v) || fail(`${JSON.stringify(v)} is neither an absolute path (SQLite) nor a postgres:// URL`)),
+      },
+      target: "history",
+      doc: "history store: SQLite file or PostgreSQL URL",
+    },
     retention: { type: { kind: "duration", minMs: 3_600_000, maxMs: 3650 * 86_400_000 }, target: "retentionMs", doc: "history kept this long" },
+    from: { type: { kind: "string", check: checkAddress }, target: "from", doc: "sender of reports" },
+    smtp: { type: { kind: "string", check: checkHostPort }, target: "smtp", doc: "relay for reports" },
+    sendmail: { type: { kind: "string" }, target: "sendmail", doc: "sendmail command for reports" },
+    failure: {
+      dmarc: { type: { kind: "boolean" }, target: "dmarc", doc: "DMARC failure reports" },
+      dkim: { type: { kind: "boolean" }, target: "dkim", doc: "DKIM failure reports" },
+      perDomainPerHour: { type: { kind: "integer", min: 1, max: 10_000 }, target: "perDomainPerHour", doc: "failure report rate" },
+    },
+    aggregate: {
+      orgName: { type: { kind: "string" }, target: "orgName", doc: "report_metadata org_name" },
+      orgEmail: { type: { kind: "string", check: checkAddress }, target: "orgEmail", doc: "report_metadata email" },
+      receiver: { type: { kind: "string", check: checkDomainPattern }, target: "receiver", doc: "receiver domain in file names" },
+    },
   },
   metrics: {
     listen: {
-      type: {
-        kind: "string",
-        check: (v) => {
-          if (!/^(?:\[[0-9A-Fa-f:.]+\]|[^:\s]+):[0-9]{1,5}$/.test(v)) throw new Error(`${JSON.stringify(v)} is not host:port or [ipv6]:port`);
-        },
-      },
+      type: { kind: "string", check: checkHostPort },
       target: "listen",
       doc: "Prometheus endpoint",
     },
@@ -420,10 +464,11 @@ export function defaultConfig(): Config {
       progressIntervalMs: 10_000,
       maxPacketBytes: 1024 * 1024,
       drainTimeoutMs: 60_000,
+      workers: 0,
     },
     log: { level: "info", facility: "mail", stdout: true, success: true, why: true },
     metrics: {},
     check: { outboundIps: [] },
-    reports: { retentionMs: 180 * 86_400_000 },
+    reports: { retentionMs: 180 * 86_400_000, smtp: "127.0.0.1:25", failure: { dmarc: false, dkim: false, perDomainPerHour: 10 }, aggregate: {} },
   };
 }

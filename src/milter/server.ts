@@ -24,10 +24,15 @@ export interface ServerOptions {
   readonly drainTimeoutMs: number;
   readonly failureDecision: FinalDecision;
   readonly logger: Logger;
+  /** Remove a socket file left by a crashed run before listening (default true). */
+  readonly replaceStaleSocket?: boolean;
 }
 
-// A client that pipelines faster than we handle is paused past this many queued frames.
-const MAX_QUEUED_FRAMES = 256;
+// A client that pipelines faster than we handle is paused past this many queued bytes (or
+// frames): under NR_BODY Postfix streams 64 KB body chunks without waiting, and an unbounded
+// queue would hold whole messages in memory.
+const MAX_QUEUED_BYTES = 256 * 1024;
+const MAX_QUEUED_FRAMES = 1024;
 
 class Connection {
   readonly #socket: net.Socket;
@@ -35,6 +40,7 @@ class Connection {
   readonly #decoder: FrameDecoder;
   readonly #logger: Logger;
   readonly #queue: Frame[] = [];
+  #queuedBytes = 0;
   #running = false;
   #closed = false;
 
@@ -80,8 +86,11 @@ class Connection {
       return;
     }
     if (frames.length === 0) return;
-    this.#queue.push(...frames);
-    if (this.#queue.length > MAX_QUEUED_FRAMES) this.#socket.pause();
+    for (const f of frames) {
+      this.#queue.push(f);
+      this.#queuedBytes += f.payload.length;
+    }
+    if (this.#overQueued()) this.#socket.pause();
     if (!this.#running) void this.#run();
   }
 
@@ -90,7 +99,8 @@ class Connection {
     try {
       for (let frame = this.#queue.shift(); frame !== undefined; frame = this.#queue.shift()) {
         if (this.#closed) return;
-        if (this.#queue.length < MAX_QUEUED_FRAMES / 2 && this.#socket.isPaused()) this.#socket.resume();
+        this.#queuedBytes -= frame.payload.length;
+        if (this.#socket.isPaused() && !this.#overQueued()) this.#socket.resume();
         const command = decodeCommand(frame);
         const step = await this.#session.handle(command);
         if (step.replies.length > 0) this.#write(encodeReplies(step.replies));
@@ -108,6 +118,10 @@ class Connection {
     }
   }
 
+  #overQueued(): boolean {
+    return this.#queuedBytes > MAX_QUEUED_BYTES || this.#queue.length > MAX_QUEUED_FRAMES;
+  }
+
   #write(bytes: Buffer): void {
     if (!this.#closed && this.#socket.writable) this.#socket.write(bytes);
   }
@@ -116,6 +130,7 @@ class Connection {
     if (this.#closed) return;
     this.#closed = true;
     this.#queue.length = 0;
+    this.#queuedBytes = 0;
     this.#session.close();
   }
 }
@@ -155,7 +170,7 @@ export class MilterServer {
         this.#server.listen({ host: spec.host, port: spec.port, backlog: 511 }, resolve);
         return;
       }
-      removeStaleSocket(spec.path);
+      if (this.#opts.replaceStaleSocket !== false) removeStaleSocket(spec.path);
       const previous = process.umask(this.#opts.umask);
       try {
         this.#server.listen({ path: spec.path, backlog: 511 }, resolve);
@@ -201,7 +216,7 @@ export class MilterServer {
 }
 
 /** A socket file left by a crashed run would make listen fail with EADDRINUSE. */
-function removeStaleSocket(path: string): void {
+export function removeStaleSocket(path: string): void {
   try {
     if (lstatSync(path).isSocket()) unlinkSync(path);
   } catch (err) {

@@ -1,7 +1,6 @@
 // The optional HTTP endpoint for monitoring: /metrics (Prometheus text format) and /healthz.
 
 import http from "node:http";
-import type { Registry } from "./metrics.ts";
 
 export interface MonitoringServer {
   readonly address: string;
@@ -9,7 +8,8 @@ export interface MonitoringServer {
 }
 
 /** `listen` is "host:port" or "[v6]:port"; port 0 picks a free one. */
-export async function startMonitoring(listen: string, registry: Registry, healthy: () => boolean): Promise<MonitoringServer> {
+/** `render` produces the exposition text: one registry's, or the sum of a cluster's workers'. */
+export async function startMonitoring(listen: string, render: () => Promise<string>, healthy: () => boolean): Promise<MonitoringServer> {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):([0-9]+)$/.exec(listen);
   if (!m) throw new Error(`metrics.listen ${JSON.stringify(listen)} is not host:port or [ipv6]:port`);
   const host = m[1] ?? m[2]!;
@@ -17,7 +17,10 @@ export async function startMonitoring(listen: string, registry: Registry, health
     if (req.method !== "GET") {
       res.writeHead(405, { allow: "GET" }).end();
     } else if (req.url === "/metrics") {
-      res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(registry.render());
+      render().then(
+        (text) => res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(text),
+        () => res.writeHead(500).end(),
+      );
     } else if (req.url === "/healthz") {
       const ok = healthy();
       res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ok\n" : "not serving\n");

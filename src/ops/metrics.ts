@@ -122,3 +122,32 @@ export class AuthMetrics {
   readonly messageSeconds = this.registry.add(new Histogram("authmilter_message_seconds", "Time from MAIL FROM to our end-of-message reply", SECONDS));
   readonly dnsSeconds = this.registry.add(new Histogram("authmilter_dns_lookup_seconds", "DNS lookups as mailauth sees them (cache hits included)", SECONDS));
 }
+
+/**
+ * Several processes' expositions as one: samples with the same name and labels are added up
+ * (counters, histogram buckets, connections, cache sizes all sum across cluster workers).
+ */
+export function sumExpositions(texts: readonly string[]): string {
+  const comments: string[] = [];
+  const seen = new Set<string>();
+  const samples = new Map<string, number>();
+  for (const text of texts) {
+    for (const line of text.split("\n")) {
+      if (line === "") continue;
+      if (line.startsWith("#")) {
+        if (!seen.has(line)) {
+          seen.add(line);
+          comments.push(line);
+          samples.set(line, Number.NaN); // keeps each HELP/TYPE before its samples
+        }
+        continue;
+      }
+      const space = line.lastIndexOf(" ");
+      const key = line.slice(0, space);
+      samples.set(key, (samples.get(key) ?? 0) + Number(line.slice(space + 1)));
+    }
+  }
+  const out: string[] = [];
+  for (const [key, value] of samples) out.push(Number.isNaN(value) && key.startsWith("#") ? key : `${key} ${value}`);
+  return `${out.join("\n")}\n`;
+}

@@ -7,10 +7,10 @@
 // cannot write (disk full, file gone, database locked for too long) loses rows, never mail:
 // they are dropped, counted and logged.
 
-import { DatabaseSync, type SQLInputValue, type SQLOutputValue } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import type { Logger } from "pino";
 import type { Disposition, DkimFinding, DkimResult, DmarcResult, SpfFinding, SpfResult } from "../auth/results.ts";
-import * as norm from "./normalize.ts";
+import { fromRow, toRow } from "./history-rows.ts";
 import type { AlignedResult, AlignmentMode, PolicyOverride, SpfScope } from "./normalize.ts";
 
 export const DEFAULT_HISTORY_PATH = "/var/lib/authmilter/history.sqlite";
@@ -283,6 +283,9 @@ function migrate(db: DatabaseSync, path: string): void {
 export function openHistoryStore(path: string, options: HistoryStoreOptions): SqliteHistoryStore {
   const db = new DatabaseSync(path, { enableForeignKeyConstraints: true });
   try {
+    // Cluster workers open the file at the same moment: the first one's journal switch and
+    // migration hold a lock the others wait for (writes later use no timeout, see migrate).
+    db.exec("PRAGMA busy_timeout = 5000");
     // WAL: the report command reads while the daemon writes, neither waiting for the other.
     db.exec("PRAGMA journal_mode = WAL");
     // NORMAL in WAL mode is durable except for the last transactions before a power cut; for
@@ -312,62 +315,18 @@ export function openHistoryReader(path: string): HistoryReader {
 
 // ---------------------------------------------------------------------------------------------
 
+/** A HistoryRow as the insert statements take it. */
 interface QueuedRow {
   readonly message: Record<string, SQLInputValue>;
   readonly dkim: readonly HistoryDkim[];
   readonly spf: readonly HistorySpf[];
 }
 
-const MAX_TEXT = 1000;
-
-function text(s: string | undefined): string | null {
-  if (s === undefined) return null;
-  return s.length > MAX_TEXT ? s.slice(0, MAX_TEXT) : s;
-}
-
-/** Everything the database stores passes through here, once, at record() time. */
-function toRow(r: HistoryRecord, now: Date): QueuedRow {
-  const time = r.time ?? now;
-  const ms = time.getTime();
-  if (!Number.isFinite(ms)) throw new TypeError("time is not a valid date");
-  const p = r.policy;
-  const policyP = p && norm.policyDisposition(p.p);
-  const hasPolicy = p !== undefined && policyP !== undefined;
-  return {
-    message: {
-      time_ms: ms,
-      queue_id: text(r.queueId),
-      source_ip: text(norm.sourceIp(r.sourceIp)) ?? "",
-      header_from: text(norm.domain(r.headerFrom)) ?? "",
-      envelope_from: text(norm.domain(r.envelopeFrom ?? "")) ?? "",
-      dmarc_result: dmarcResult(r.dmarc),
-      dkim_aligned: norm.alignedResult(r.dkimAligned),
-      spf_aligned: norm.alignedResult(r.spfAligned),
-      disposition: norm.disposition(r.disposition),
-      overrides: JSON.stringify((r.overrides ?? []).map((o) => norm.override(o.type, text(o.comment) ?? undefined))),
-      policy_domain: hasPolicy ? text(norm.domain(p.domain)) : null,
-      policy_p: hasPolicy ? policyP : null,
-      policy_sp: hasPolicy ? (norm.policyDisposition(p.sp) ?? null) : null,
-      policy_pct: hasPolicy ? (norm.percent(p.pct) ?? null) : null,
-      policy_t: hasPolicy && p.testing !== undefined ? (p.testing ? 1 : 0) : null,
-      policy_adkim: hasPolicy ? (norm.alignmentMode(p.adkim) ?? null) : null,
-      policy_aspf: hasPolicy ? (norm.alignmentMode(p.aspf) ?? null) : null,
-      policy_fo: hasPolicy ? text(p.fo) : null,
-      policy_rua: hasPolicy ? JSON.stringify(p.rua.map(String)) : null,
-      policy_ruf: hasPolicy ? JSON.stringify(p.ruf.map(String)) : null,
-    },
-    dkim: r.dkim.map((d) => ({
-      domain: text(norm.domain(d.domain)) ?? "",
-      ...(d.selector !== undefined && { selector: text(d.selector) ?? "" }),
-      result: norm.dkimResult(d.result),
-      ...(d.humanResult !== undefined && { humanResult: text(d.humanResult) ?? "" }),
-    })),
-    spf: r.spf.map((s) => ({
-      domain: text(norm.domain(s.domain)) ?? "",
-      scope: norm.spfScope(s.scope),
-      result: norm.spfResult(s.result),
-    })),
-  };
+function toQueuedRow(r: HistoryRecord, now: Date): QueuedRow {
+  const { message, dkim, spf } = toRow(r, now);
+  const t = message.policy_t;
+  // STRICT tables have no boolean: t= is 1 or 0.
+  return { message: { ...message, policy_t: t === null ? null : t ? 1 : 0 }, dkim, spf };
 }
 
 const SQLITE_BUSY = 5;
@@ -386,101 +345,6 @@ const SELECT_MESSAGES = `
     (SELECT json_group_array(json_array(s.ord, s.domain, s.scope, s.result))
        FROM spf_results s WHERE s.message_id = m.id) AS spf_json
   FROM messages m`;
-
-type DbRow = Record<string, SQLOutputValue>;
-
-function str(row: DbRow, key: string): string {
-  const v = row[key];
-  return v === null || v === undefined ? "" : String(v);
-}
-
-function optStr(row: DbRow, key: string): string | undefined {
-  const v = row[key];
-  return v === null || v === undefined ? undefined : String(v);
-}
-
-function jsonArray(s: string | undefined): unknown[] {
-  if (s === undefined) return [];
-  try {
-    const v: unknown = JSON.parse(s);
-    return Array.isArray(v) ? v : [];
-  } catch {
-    return [];
-  }
-}
-
-function byOrd(a: unknown, b: unknown): number {
-  return Number((a as unknown[])[0]) - Number((b as unknown[])[0]);
-}
-
-function fromRow(row: DbRow): StoredHistoryRecord {
-  const dkim = jsonArray(optStr(row, "dkim_json"))
-    .sort(byOrd)
-    .map((e): HistoryDkim => {
-      const [, domain, selector, result, human] = e as [number, string, string | null, string, string | null];
-      return {
-        domain,
-        ...(selector !== null && { selector }),
-        result: norm.dkimResult(result),
-        ...(human !== null && { humanResult: human }),
-      };
-    });
-  const spf = jsonArray(optStr(row, "spf_json"))
-    .sort(byOrd)
-    .map((e): HistorySpf => {
-      const [, domain, scope, result] = e as [number, string, string, string];
-      return { domain, scope: norm.spfScope(scope), result: norm.spfResult(result) };
-    });
-  const overrides = jsonArray(optStr(row, "overrides")).map((o) => {
-    const { type, comment } = o as { type?: unknown; comment?: unknown };
-    return norm.override(String(type), typeof comment === "string" ? comment : undefined);
-  });
-  const policyDomain = optStr(row, "policy_domain");
-  const p = norm.policyDisposition(optStr(row, "policy_p"));
-  let policy: PublishedPolicy | undefined;
-  if (policyDomain !== undefined && p !== undefined) {
-    const sp = norm.policyDisposition(optStr(row, "policy_sp"));
-    const pctRaw = row["policy_pct"];
-    const pct = norm.percent(pctRaw === null || pctRaw === undefined ? undefined : Number(pctRaw));
-    const t = row["policy_t"];
-    const adkim = norm.alignmentMode(optStr(row, "policy_adkim"));
-    const aspf = norm.alignmentMode(optStr(row, "policy_aspf"));
-    const fo = optStr(row, "policy_fo");
-    policy = {
-      domain: policyDomain,
-      p,
-      ...(sp !== undefined && { sp }),
-      ...(pct !== undefined && { pct }),
-      ...(t !== null && t !== undefined && { testing: Number(t) === 1 }),
-      ...(adkim !== undefined && { adkim }),
-      ...(aspf !== undefined && { aspf }),
-      ...(fo !== undefined && { fo }),
-      rua: jsonArray(optStr(row, "policy_rua")).map(String),
-      ruf: jsonArray(optStr(row, "policy_ruf")).map(String),
-    };
-  }
-  const queueId = optStr(row, "queue_id");
-  return {
-    id: Number(row["id"]),
-    time: new Date(Number(row["time_ms"])),
-    ...(queueId !== undefined && { queueId }),
-    sourceIp: str(row, "source_ip"),
-    headerFrom: str(row, "header_from"),
-    envelopeFrom: str(row, "envelope_from"),
-    dkim,
-    spf,
-    dmarc: dmarcResult(str(row, "dmarc_result")),
-    dkimAligned: norm.alignedResult(str(row, "dkim_aligned")),
-    spfAligned: norm.alignedResult(str(row, "spf_aligned")),
-    ...(policy !== undefined && { policy }),
-    disposition: norm.disposition(str(row, "disposition")),
-    overrides,
-  };
-}
-
-function dmarcResult(s: string): DmarcResult {
-  return s === "pass" || s === "fail" || s === "none" || s === "temperror" ? s : "permerror";
-}
 
 class SqliteHistoryReader implements HistoryReader {
   protected readonly db: DatabaseSync;
@@ -566,7 +430,7 @@ export class SqliteHistoryStore extends SqliteHistoryReader implements HistorySt
       }
       let row: QueuedRow;
       try {
-        row = toRow(r, new Date());
+        row = toQueuedRow(r, new Date());
       } catch (err) {
         this.count.droppedInvalid++;
         this.logger.error({ err }, "history: record() got a row it cannot store; dropped");

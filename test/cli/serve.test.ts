@@ -43,13 +43,14 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function config(selector = "s1", keyFile = keyA): Record<string, unknown> {
+/** One serving process by default here (logs and syslog name its PID); cluster tests ask for more. */
+function config(selector = "s1", keyFile = keyA, workers = 1): Record<string, unknown> {
   return {
     authservId: "mx.example.net",
     internalHosts: ["127.0.0.1"],
     signing: { keys: [{ domain: "example.com", selector, keyFile }] },
     dns: { servers: dns.servers },
-    milter: { socket: "inet:0@127.0.0.1" },
+    milter: { socket: "inet:0@127.0.0.1", workers },
     metrics: { listen: "127.0.0.1:0" },
     log: { syslog: `udp://127.0.0.1:${syslog.address().port}` },
   };

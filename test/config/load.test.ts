@@ -36,6 +36,7 @@ describe("parseConfig", () => {
         "  progressInterval: 500ms",
         "  maxPacketSize: 2097152",
         "  drainTimeout: 2",
+        "  workers: 3",
         "log:",
         "  level: debug",
       ].join("\n"),
@@ -51,6 +52,7 @@ describe("parseConfig", () => {
       progressIntervalMs: 500,
       maxPacketBytes: 2_097_152,
       drainTimeoutMs: 2_000,
+      workers: 3,
     });
     expect(config.log.level).toBe("debug");
   });

@@ -41,7 +41,7 @@ describe("startMonitoring", () => {
     const r = new Registry();
     r.add(new Counter("t_x_total", "x")).inc();
     let healthy = true;
-    const m = await startMonitoring("127.0.0.1:0", r, () => healthy);
+    const m = await startMonitoring("127.0.0.1:0", async () => r.render(), () => healthy);
     try {
       const metrics = await fetch(`http://${m.address}/metrics`);
       expect(metrics.headers.get("content-type")).toContain("text/plain; version=0.0.4");
@@ -56,6 +56,6 @@ describe("startMonitoring", () => {
   });
 
   it("refuses a listen address it cannot read", async () => {
-    await expect(startMonitoring("9891", new Registry(), () => true)).rejects.toThrow(/host:port/);
+    await expect(startMonitoring("9891", async () => "", () => true)).rejects.toThrow(/host:port/);
   });
 });

@@ -1,31 +1,13 @@
 // The real command, as cron or an operator runs it: a separate Node process on main.ts.
 
-import { execFile } from "node:child_process";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { reportInterval } from "../../src/cli/report.ts";
 import { openHistoryStore } from "../../src/reports/history.ts";
-import { at, captureLogger, message, REPO, SKIP_XMLLINT, T1, tempDir, validateReport, xpathString } from "./helpers.ts";
-
-const NODE = join(REPO, "node_modules/.bin/node");
-const MAIN = join(REPO, "src/cli/main.ts");
-
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function cli(args: readonly string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(NODE, [MAIN, ...args], { cwd: REPO, encoding: "utf8" }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof err.code === "number" ? err.code : -1;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+import { freePort } from "../support/ports.ts";
+import { at, captureLogger, cli, message, SKIP_XMLLINT, T1, tempDir, validateReport, xpathString } from "./helpers.ts";
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -86,11 +68,12 @@ describe("authmilter report aggregate", () => {
     expect(await read("//record[row/source_ip='192.0.2.10']/row/count")).toBe("3");
   });
 
-  it("without --dry-run says mailing is not implemented, exits 2 and writes nothing", async () => {
+  it("without --dry-run mails instead of writing files: nothing lands in --out, a dead relay exits 75", async () => {
     await seed();
-    const r = await cli(["report", "aggregate", "--since", "2024-05-01", "--until", "2024-05-02", "--db", db, ...IDENTITY, "--out", out]);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/mailing reports is not implemented yet/);
+    const port = await freePort();
+    const r = await cli(["report", "aggregate", "--since", "2024-05-01", "--until", "2024-05-02", "--db", db, ...IDENTITY, "--out", out, "--smtp", `127.0.0.1:${port}`]);
+    expect(r.code).toBe(75);
+    expect(r.stderr).toContain(`sending to agg@example.com via smtp://127.0.0.1:${port} failed`);
     await expect(readdir(out)).rejects.toMatchObject({ code: "ENOENT" });
   });
 
@@ -120,10 +103,12 @@ describe("authmilter report aggregate", () => {
   it("--help documents the options", async () => {
     const r = await cli(["report", "aggregate", "--help"]);
     expect(r.code).toBe(0);
-    for (const option of ["--since", "--until", "--db", "--org-name", "--org-email", "--receiver", "--dry-run", "--out"]) {
+    for (const option of ["--since", "--until", "--db", "--org-name", "--org-email", "--receiver", "--dry-run", "--out", "--smtp", "--sendmail", "--from", "--dns"]) {
       expect(r.stdout).toContain(option);
     }
     expect(r.stdout).toContain("receiver!policy-domain!begin!end.xml.gz");
+    expect(r.stdout).toContain("_report._dmarc.");
+    expect(r.stdout).toMatch(/75 some report could not be sent/);
   });
 });
 

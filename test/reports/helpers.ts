@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { accessSync, constants } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -9,6 +9,25 @@ import type { HistoryRecord } from "../../src/reports/history.ts";
 
 export const XSD = fileURLToPath(new URL("../fixtures/reports/rfc7489-appendix-c.xsd", import.meta.url));
 export const REPO = fileURLToPath(new URL("../../", import.meta.url));
+
+const NODE = join(REPO, "node_modules/.bin/node");
+const MAIN = join(REPO, "src/cli/main.ts");
+
+export interface CliRun {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** The real command, as cron or an operator runs it: a separate Node process on main.ts. */
+export function cli(args: readonly string[]): Promise<CliRun> {
+  return new Promise((resolve) => {
+    execFile(NODE, [MAIN, ...args], { cwd: REPO, encoding: "utf8" }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof err.code === "number" ? err.code : -1;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
 
 export async function tempDir(): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), "authmilter-reports-"));
@@ -99,3 +118,37 @@ export function message(over: Partial<HistoryRecord> = {}): HistoryRecord {
     ...over,
   };
 }
+
+/** A message with every field of a record set, none of them to its default. */
+export const FULL: HistoryRecord = {
+  time: at("2024-05-01T12:34:56.789Z"),
+  queueId: "4VXYZ1",
+  sourceIp: "2001:db8::25",
+  headerFrom: "news.example.com",
+  envelopeFrom: "bounce.example.com",
+  dkim: [
+    { domain: "example.com", selector: "2024a", result: "pass" },
+    { domain: "esp.example", selector: "k1", result: "fail", humanResult: "signature did not verify" },
+  ],
+  spf: [
+    { domain: "mx.esp.example", scope: "helo", result: "pass" },
+    { domain: "bounce.example.com", scope: "mfrom", result: "softfail" },
+  ],
+  dmarc: "pass",
+  dkimAligned: "pass",
+  spfAligned: "fail",
+  policy: {
+    domain: "example.com",
+    p: "quarantine",
+    sp: "reject",
+    pct: 50,
+    testing: false,
+    adkim: "s",
+    aspf: "r",
+    fo: "1",
+    rua: ["mailto:agg@example.com", "mailto:third@party.example!10m"],
+    ruf: ["mailto:forensic@example.com"],
+  },
+  disposition: "none",
+  overrides: [{ type: "sampled_out", comment: "pct=50" }],
+};

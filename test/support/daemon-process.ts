@@ -64,7 +64,8 @@ export async function startDaemon(config: unknown, env: Record<string, string> =
     for (const w of waiters.splice(0)) w();
   });
   child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  // "close", not "exit": it comes after the last of stdout is read.
+  const exited = new Promise<number | null>((resolve) => child.once("close", (code) => resolve(code)));
   let exitedYet = false;
   void exited.then(() => {
     exitedYet = true;
