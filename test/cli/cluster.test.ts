@@ -106,3 +106,28 @@ describe("authmilter serve with two workers", () => {
     expect(count).toBeLessThanOrEqual(41);
   });
 });
+
+describe("a cluster on a local socket", () => {
+  it("creates the socket with the configured umask, replacing a stale one, and both workers serve it", async () => {
+    const { execFileSync } = await import("node:child_process");
+    const { statSync } = await import("node:fs");
+    const path = join(dir, "milter.sock");
+    execFileSync("python3", ["-c", "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])", path]);
+    const daemon = await startDaemon({ dns: { servers: dns.servers }, milter: { socket: `local:${path}`, socketUmask: "0077", workers: 2 } });
+    try {
+      await daemon.waitForLog(/^2 workers serving on local:/);
+      expect(statSync(path).mode & 0o777).toBe(0o700);
+      for (let i = 0; i < 4; i++) {
+        const client = await MilterClient.connect({ path });
+        try {
+          await client.negotiate();
+          expect((await sendMessage(client, { ...external, queueId: `QIDL${i}` })).at(-1)!.kind).toBe("continue");
+        } finally {
+          client.close();
+        }
+      }
+    } finally {
+      expect(await daemon.stop()).toBe(0);
+    }
+  });
+});
