@@ -4,13 +4,13 @@
 import { readFile, readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { freshDirEachTest } from "../support/temp-dir.ts";
 import { loadKeyFile } from "../../src/keys/load.ts";
 import { checkKeyAgainstRecord, parseDkimKeyRecord, parseZoneEntry } from "../../src/keys/record.ts";
 import { startDnsServer } from "../support/dns-server.ts";
 import { findExecutable } from "../support/prereq.ts";
 import { describeResult, run } from "../support/run.ts";
-import { tempDir } from "../keys/helpers.ts";
 
 const NODE = fileURLToPath(new URL("../../node_modules/.bin/node", import.meta.url));
 const MAIN = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
@@ -18,13 +18,7 @@ const cli = (args: readonly string[], cwd?: string) => run(NODE, [MAIN, ...args]
 const mode = async (path: string) => (await stat(path)).mode & 0o777;
 
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir());
-});
-afterEach(async () => {
-  await cleanup();
-});
+freshDirEachTest((d) => (dir = d));
 
 describe("authmilter genkey", () => {
   it("writes a 2048-bit RSA key (0600) and its record (0644), and prints both paths and the record", async () => {

@@ -1,20 +1,15 @@
 import { readFile, stat, writeFile, chmod } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { freshDirEachTest } from "../support/temp-dir.ts";
 import { KeyError } from "../../src/keys/errors.ts";
 import { generateKey } from "../../src/keys/genkey.ts";
 import { loadKeyFile } from "../../src/keys/load.ts";
 import { buildDkimTxtRecord, checkKeyAgainstRecord, formatZoneEntry, parseZoneEntry } from "../../src/keys/record.ts";
-import { OPENDKIM_GENKEY, REQUIRE_INTEROP, runGenkey, tempDir } from "./helpers.ts";
+import { OPENDKIM_GENKEY, REQUIRE_INTEROP, runGenkey } from "./helpers.ts";
 
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir());
-});
-afterEach(async () => {
-  await cleanup();
-});
+freshDirEachTest((d) => (dir = d));
 
 const mode = async (path: string) => (await stat(path)).mode & 0o7777;
 

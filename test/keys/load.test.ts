@@ -1,10 +1,11 @@
 import { createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { chmod, chown, mkdir, symlink } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { freshDirEachTest } from "../support/temp-dir.ts";
 import { KeyError } from "../../src/keys/errors.ts";
 import { loadKeyFile, loadKeySource, parsePrivateKey } from "../../src/keys/load.ts";
-import { tempDir, writeKey } from "./helpers.ts";
+import { writeKey } from "./helpers.ts";
 
 const rsa2048 = generateKeyPairSync("rsa", { modulusLength: 2048 });
 const rsa1024 = generateKeyPairSync("rsa", { modulusLength: 1024 });
@@ -25,13 +26,7 @@ async function keyError(p: Promise<unknown>): Promise<KeyError> {
 }
 
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir());
-});
-afterEach(async () => {
-  await cleanup();
-});
+freshDirEachTest((d) => (dir = d));
 
 describe("loading private keys", () => {
   it("loads RSA PKCS#8 and PKCS#1 PEM and Ed25519 PKCS#8 PEM", async () => {

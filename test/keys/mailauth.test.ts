@@ -4,12 +4,13 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { dkimSign, dkimVerify, type DKIMSignOptions, type DKIMSignResult } from "mailauth";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { freshDirEachTest } from "../support/temp-dir.ts";
 import { generateKey } from "../../src/keys/genkey.ts";
 import { loadKeyFile, mailauthSignatureData, type MailauthSignatureData } from "../../src/keys/load.ts";
 import { parseZoneEntry } from "../../src/keys/record.ts";
 import type { DkimKeyType } from "../../src/keys/load.ts";
-import { OPENDKIM_GENKEY, REQUIRE_INTEROP, runGenkey, tempDir } from "./helpers.ts";
+import { OPENDKIM_GENKEY, REQUIRE_INTEROP, runGenkey } from "./helpers.ts";
 
 // mailauth 7.1.0 types only the top-level form, which signs nothing; signatureData works but does
 // not type-check (reference/mailauth-notes.md "Typing bug").
@@ -37,13 +38,7 @@ function resolverFor(name: string, strings: readonly string[]) {
 }
 
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir());
-});
-afterEach(async () => {
-  await cleanup();
-});
+freshDirEachTest((d) => (dir = d));
 
 async function signAndVerify(privatePath: string, txtPath: string, selector: string, published?: readonly string[]) {
   const key = await loadKeyFile(privatePath);

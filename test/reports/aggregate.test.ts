@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { freshDirEachTest } from "../support/temp-dir.ts";
 import {
   aggregate,
   aggregateXml,
@@ -17,16 +18,10 @@ import {
 import { openHistoryStore, type HistoryRecord } from "../../src/reports/history.ts";
 import { DKIM_RESULTS, dkimResult, SPF_RESULTS, spfResult } from "../../src/reports/normalize.ts";
 import { escapeText } from "../../src/reports/xml.ts";
-import { at, captureLogger, message, SKIP_XMLLINT, T0, T0_S, T1, tempDir, validateReport, xpathString } from "./helpers.ts";
+import { at, captureLogger, message, SKIP_XMLLINT, T0, T0_S, T1, validateReport, xpathString } from "./helpers.ts";
 
 let dir: string;
-let cleanup: () => Promise<void>;
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir());
-});
-afterEach(async () => {
-  await cleanup();
-});
+freshDirEachTest((d) => (dir = d));
 
 const ID: ReportIdentity = { orgName: "Mail Receiver Inc.", email: "dmarc-reports@mx.receiver.example", receiver: "receiver.example" };
 const DAY = { since: T0, until: T1 };

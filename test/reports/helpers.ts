@@ -1,7 +1,6 @@
 import { execFile, spawnSync } from "node:child_process";
 import { accessSync, constants } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino, type Logger } from "pino";
@@ -29,10 +28,7 @@ export function cli(args: readonly string[]): Promise<CliRun> {
   });
 }
 
-export async function tempDir(): Promise<{ dir: string; cleanup: () => Promise<void> }> {
-  const dir = await mkdtemp(join(tmpdir(), "authmilter-reports-"));
-  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
-}
+export { tempDir } from "../support/temp-dir.ts";
 
 export interface LogLine {
   readonly level: number;
