@@ -36,7 +36,7 @@ import {
   type OpendkimDns,
 } from "./lib/daemons.ts";
 import { closeAllClients, runSession, type MilterSpec, type WriteMode } from "./lib/driver.ts";
-import { processTree, RssSampler, treeCpuSeconds, treeMemory } from "./lib/procs.ts";
+import { processTree, RssSampler, treeCpuSeconds, treeMemory, treePss } from "./lib/procs.ts";
 import { describeMachine, fmt, machine, markdownTable, percentile } from "./lib/stats.ts";
 
 type TargetName = "authmilter" | "chain" | "opendkim";
@@ -63,6 +63,7 @@ const HELP = `usage: npm run bench -- [options]
   --opendkim-dns MODE      nameservers (default) or unbound-conf
   --root DIR               run the authmilter checkout in DIR (e.g. a "git archive" of another
                            commit, with node_modules) instead of this one
+  --workers N              set authmilter's milter.workers (cluster size; 0 = one per core)
   --cpu-prof DIR           run authmilter under node --cpu-prof, one profile per cell in DIR
   --out FILE               also write the markdown report to FILE
   --json FILE              also write every measurement as JSON
@@ -83,6 +84,7 @@ interface Options {
   readonly opendkimDns: OpendkimDns;
   readonly cpuProf: string | undefined;
   readonly root: string | undefined;
+  readonly workers: number | undefined;
   readonly out: string | undefined;
   readonly json: string | undefined;
   readonly keep: boolean;
@@ -91,6 +93,13 @@ interface Options {
 
 function list(value: string | undefined, fallback: string[]): string[] {
   return value === undefined ? fallback : value.split(",").map((s) => s.trim().toLowerCase()).filter((s) => s !== "");
+}
+
+function workersOf(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 256) throw new Error(`--workers: ${v} is not a whole number in 0..256`);
+  return n;
 }
 
 function writeModeOf(v: string | undefined): WriteMode {
@@ -117,6 +126,7 @@ function parseOptions(argv: string[]): Options {
       "opendkim-dns": { type: "string", default: "nameservers" },
       "cpu-prof": { type: "string" },
       root: { type: "string" },
+      workers: { type: "string" },
       out: { type: "string" },
       json: { type: "string" },
       keep: { type: "boolean", default: false },
@@ -166,6 +176,7 @@ function parseOptions(argv: string[]): Options {
     opendkimDns: dnsMode,
     cpuProf: values["cpu-prof"],
     root: values.root,
+    workers: workersOf(values.workers),
     out: values.out,
     json: values.json,
     keep: values.keep === true,
@@ -246,6 +257,9 @@ interface CellResult {
   /** Per daemon (chain: opendkim, opendmarc). */
   readonly peakRssPerDaemonMb: number[];
   readonly hwmSumMb: number;
+  /** Summed PSS (shared pages counted once), idle and peak (sampled every 500 ms). */
+  readonly idlePssMb: number;
+  readonly peakPssMb: number;
   readonly cpuMsPerMsg: number;
   readonly dnsQueriesPerMsg: number;
   readonly dnsCacheHitRatio?: number;
@@ -277,7 +291,7 @@ async function startTarget(ctx: Context, target: TargetName, cellName: string): 
         nodeArgs = ["--cpu-prof", `--cpu-prof-dir=${profDir}`];
       }
       daemons.push(
-        await startAuthmilter({ dir, dnsServer: `${dns.host}:${dns.port}`, keyFile: keys.localPkcs8File, internalHosts, logLevel: opts.logLevel, nodeArgs, metrics: true, ...(opts.root !== undefined ? { root: opts.root } : {}) }),
+        await startAuthmilter({ dir, dnsServer: `${dns.host}:${dns.port}`, keyFile: keys.localPkcs8File, internalHosts, logLevel: opts.logLevel, nodeArgs, metrics: true, ...(opts.root !== undefined ? { root: opts.root } : {}), ...(opts.workers !== undefined ? { workers: opts.workers } : {}) }),
       );
     } else {
       daemons.push(await startOpendkim({ dir, dnsHost: dns.host, dnsPort: dns.port, dnsMode: opts.opendkimDns, keyFile: keys.localPkcs1File, internalHosts }));
@@ -317,7 +331,9 @@ async function measureCell(ctx: Context, target: TargetName, path: BenchPath, si
     const specs: MilterSpec[] = daemons.map((d) => ({ name: d.name, target: { host: "127.0.0.1", port: d.port } }));
     const roots = daemons.map((d) => d.pid);
     await new Promise((r) => setTimeout(r, 300));
-    const idleKb = treeMemory(roots.flatMap((r) => processTree(r))).rssKb;
+    const idleTree = roots.flatMap((r) => processTree(r));
+    const idleKb = treeMemory(idleTree).rssKb;
+    const idlePssKb = treePss(idleTree);
     const sampler = new RssSampler(roots);
 
     // One message, looked at: are we measuring the real work?
@@ -370,6 +386,8 @@ async function measureCell(ctx: Context, target: TargetName, path: BenchPath, si
       peakRssMb: peak.totalKb / 1024,
       peakRssPerDaemonMb: peak.perRootKb.map((k) => k / 1024),
       hwmSumMb: hwmKb / 1024,
+      idlePssMb: idlePssKb / 1024,
+      peakPssMb: peak.pssKb / 1024,
       cpuMsPerMsg: load.completed > 0 ? ((cpuAfter - cpuBefore) * 1000) / load.completed : Number.NaN,
       dnsQueriesPerMsg: load.completed > 0 ? queries / load.completed : Number.NaN,
       ...(dnsCacheHitRatio !== undefined ? { dnsCacheHitRatio } : {}),
@@ -392,6 +410,11 @@ function rssCell(r: CellResult | undefined): string {
   if (r === undefined) return "–";
   const per = r.peakRssPerDaemonMb.length > 1 ? ` (${r.peakRssPerDaemonMb.map((m) => fmt(m, 1)).join("+")})` : "";
   return `${fmt(r.idleRssMb, 1)} → ${fmt(r.peakRssMb, 1)}${per}`;
+}
+
+/** PSS counts pages that cluster workers share once; shown for ours, where several processes share them. */
+function pssCell(r: CellResult | undefined): string {
+  return r === undefined ? "–" : `${fmt(r.idlePssMb, 1)} → ${fmt(r.peakPssMb, 1)}`;
 }
 
 function rateCell(r: CellResult | undefined): string {
@@ -417,12 +440,27 @@ function report(results: readonly CellResult[], opts: Options, header: string): 
   for (const path of opts.paths) {
     const rows = [...cells.entries()].filter(([k]) => k.startsWith(`${path}|`));
     if (rows.length === 0) continue;
+    if (!rows.some(([, r]) => r.chain || r.opendkim)) {
+      out.push(`### ${path} path: authmilter`, "");
+      out.push(
+        markdownTable(
+          ["size", "c", "msgs/s", "p50/p99/max ms", "RSS idle → peak MB", "PSS idle → peak MB", "CPU ms/msg", "DNS q/msg"],
+          rows.map(([k, r]) => {
+            const [, size, c] = k.split("|");
+            const ours = r.authmilter;
+            return [size!, c!, rateCell(ours), latencyCell(ours), rssCell(ours), pssCell(ours), fmt(ours?.cpuMsPerMsg ?? Number.NaN), fmt(ours?.dnsQueriesPerMsg ?? Number.NaN)];
+          }),
+        ),
+        "",
+      );
+      continue;
+    }
     const theirsName: TargetName = rows.some(([, r]) => r.chain) ? "chain" : "opendkim";
     const theirsLabel = theirsName === "chain" ? "opendkim→opendmarc" : "opendkim";
     out.push(`### ${path} path: authmilter vs ${theirsLabel}`, "");
     out.push(
       markdownTable(
-        ["size", "c", "ours msgs/s", `${theirsLabel} msgs/s`, "ratio", "ours p50/p99/max ms", "theirs p50/p99/max ms", "ours RSS idle → peak MB", "theirs RSS idle → peak MB", "CPU ms/msg ours / theirs", "DNS q/msg ours / theirs"],
+        ["size", "c", "ours msgs/s", `${theirsLabel} msgs/s`, "ratio", "ours p50/p99/max ms", "theirs p50/p99/max ms", "ours RSS idle → peak MB", "ours PSS idle → peak MB", "theirs RSS idle → peak MB", "CPU ms/msg ours / theirs", "DNS q/msg ours / theirs"],
         rows.map(([k, r]) => {
           const [, size, c] = k.split("|");
           const ours = r.authmilter;
@@ -436,6 +474,7 @@ function report(results: readonly CellResult[], opts: Options, header: string): 
             latencyCell(ours),
             latencyCell(theirs),
             rssCell(ours),
+            pssCell(ours),
             rssCell(theirs),
             `${fmt(ours?.cpuMsPerMsg ?? Number.NaN)} / ${fmt(theirs?.cpuMsPerMsg ?? Number.NaN)}`,
             `${fmt(ours?.dnsQueriesPerMsg ?? Number.NaN)} / ${fmt(theirs?.dnsQueriesPerMsg ?? Number.NaN)}`,
@@ -522,7 +561,7 @@ async function main(): Promise<void> {
               const r = await measureCell(ctx, target, path, size, c);
               runs.set(target, [...(runs.get(target) ?? []), r]);
               console.log(
-                `${path.padEnd(6)} ${size.padStart(3)} c=${String(c).padEnd(3)} ${target.padEnd(10)} ${fmt(r.msgsPerSec).padStart(7)} msgs/s  p50 ${fmt(r.p50Ms)} p99 ${fmt(r.p99Ms)} max ${fmt(r.maxMs)} ms  OPTNEG max ${fmt(r.maxOptnegMs)} ms  RSS ${fmt(r.idleRssMb, 1)}→${fmt(r.peakRssMb, 1)} MB  CPU ${fmt(r.cpuMsPerMsg)} ms/msg  DNS ${fmt(r.dnsQueriesPerMsg)} q/msg${r.dnsCacheHitRatio !== undefined ? ` (cache hits ${fmt(r.dnsCacheHitRatio * 100, 1)}%)` : ""}  n=${r.messages}${r.errors ? ` errors=${r.errors} (${r.firstError})` : ""}${r.invalid ? `  INVALID: ${r.invalid}` : ""}`,
+                `${path.padEnd(6)} ${size.padStart(3)} c=${String(c).padEnd(3)} ${target.padEnd(10)} ${fmt(r.msgsPerSec).padStart(7)} msgs/s  p50 ${fmt(r.p50Ms)} p99 ${fmt(r.p99Ms)} max ${fmt(r.maxMs)} ms  OPTNEG max ${fmt(r.maxOptnegMs)} ms  RSS ${fmt(r.idleRssMb, 1)}→${fmt(r.peakRssMb, 1)} MB (PSS ${fmt(r.idlePssMb, 1)}→${fmt(r.peakPssMb, 1)})  CPU ${fmt(r.cpuMsPerMsg)} ms/msg  DNS ${fmt(r.dnsQueriesPerMsg)} q/msg${r.dnsCacheHitRatio !== undefined ? ` (cache hits ${fmt(r.dnsCacheHitRatio * 100, 1)}%)` : ""}  n=${r.messages}${r.errors ? ` errors=${r.errors} (${r.firstError})` : ""}${r.invalid ? `  INVALID: ${r.invalid}` : ""}`,
               );
               if (r.invalid && r.sample !== undefined) console.log(`  added headers:\n${r.sample.replace(/^/gm, "    ")}`);
             }
@@ -545,8 +584,8 @@ async function main(): Promise<void> {
     "",
     `Machine: ${describeMachine(m)}.`,
     `Command: \`npm run bench -- ${process.argv.slice(2).join(" ")}\`; ${opts.durationMs / 1000} s per cell after ${opts.warmupMs / 1000} s warm-up${opts.repeat > 1 ? `, median of ${opts.repeat} interleaved runs` : ""}, ${opts.messagesPerSession} message(s) per milter session, MTA writes: ${opts.writeMode}.`,
-    `authmilter measured: ${opts.root ?? ROOT} (src/cli/main.ts serve, log level ${opts.logLevel}); opendkim/opendmarc: Debian packages, configured by bench/lib/daemons.ts.`,
-    `Latency: first milter connect → last milter's end-of-message decision. RSS: daemon and its children, sampled every 20 ms (chain: opendkim+opendmarc).`,
+    `authmilter measured: ${opts.root ?? ROOT} (src/cli/main.ts serve, log level ${opts.logLevel}${opts.workers !== undefined ? `, milter.workers ${opts.workers}` : ""}); opendkim/opendmarc: Debian packages, configured by bench/lib/daemons.ts.`,
+    `Latency: first milter connect → last milter's end-of-message decision. RSS: daemon and its children, summed, sampled every 20 ms (chain: opendkim+opendmarc); PSS: the same processes with shared pages counted once, every 500 ms.`,
   ].join("\n");
   const text = report(results, opts, header);
   console.log(`\n${text}`);

@@ -79,6 +79,8 @@ export interface AuthmilterOptions {
   readonly metrics?: boolean;
   /** Another checkout (e.g. a snapshot of a commit) to run instead of this one. */
   readonly root?: string;
+  /** milter.workers (cluster size; 0 = one per core), for checkouts that have the option. */
+  readonly workers?: number;
 }
 
 function authmilterConfig(o: AuthmilterOptions, port: number, metricsPort?: number): unknown {
@@ -89,7 +91,7 @@ function authmilterConfig(o: AuthmilterOptions, port: number, metricsPort?: numb
     internalHosts: o.internalHosts,
     signing: { keys: [{ domain: LOCAL_DOMAIN, selector: SELECTOR, keyFile: o.keyFile }] },
     dns: { servers: [o.dnsServer] },
-    milter: { socket: `inet:${port}@127.0.0.1` },
+    milter: { socket: `inet:${port}@127.0.0.1`, ...(o.workers !== undefined ? { workers: o.workers } : {}) },
     log: { level: o.logLevel },
     ...(metricsPort !== undefined ? { metrics: { listen: `127.0.0.1:${metricsPort}` } } : {}),
   };

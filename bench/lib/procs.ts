@@ -62,6 +62,27 @@ function statusKb(pid: number): { rss: number; hwm: number } | undefined {
   }
 }
 
+/** Proportional set size (shared pages split between the processes sharing them), kB. */
+function pssKb(pid: number): number {
+  try {
+    const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Summed PSS of the processes: unlike summed RSS it counts the pages cluster workers share
+ * (the node binary, the code they all loaded) once. Reading smaps_rollup costs about 1 ms a
+ * process, so it is sampled less often than RSS.
+ */
+export function treePss(pids: readonly number[]): number {
+  let kb = 0;
+  for (const pid of pids) kb += pssKb(pid);
+  return kb;
+}
+
 export interface TreeMemory {
   /** Sum of VmRSS over the tree now, kB. */
   readonly rssKb: number;
@@ -90,13 +111,15 @@ export function treeCpuSeconds(pids: readonly number[]): number {
 
 /**
  * Samples a set of process trees every `intervalMs` (re-reading the tree every 500 ms, so
- * workers that come and go are counted) and keeps the peak of the summed VmRSS per tree.
+ * workers that come and go are counted) and keeps the peak of the summed VmRSS per tree, and
+ * of the summed PSS of all of them (every 25 samples).
  */
 export class RssSampler {
   readonly #roots: readonly number[];
   readonly #pids: number[][];
   readonly #peakKb: number[];
   #peakTotalKb = 0;
+  #peakPssKb = 0;
   #timer: NodeJS.Timeout | undefined;
   #ticks = 0;
 
@@ -110,7 +133,11 @@ export class RssSampler {
   }
 
   #sample(): void {
-    if (++this.#ticks % 25 === 0) for (let i = 0; i < this.#roots.length; i++) this.#pids[i] = processTree(this.#roots[i]!);
+    if (++this.#ticks % 25 === 0) {
+      for (let i = 0; i < this.#roots.length; i++) this.#pids[i] = processTree(this.#roots[i]!);
+      const pss = treePss(this.#pids.flat());
+      if (pss > this.#peakPssKb) this.#peakPssKb = pss;
+    }
     let total = 0;
     for (let i = 0; i < this.#roots.length; i++) {
       const { rssKb } = treeMemory(this.#pids[i]!);
@@ -121,9 +148,9 @@ export class RssSampler {
   }
 
   /** Stops sampling: the peak of the summed RSS of all trees together, and per tree (kB). */
-  stop(): { totalKb: number; perRootKb: number[] } {
+  stop(): { totalKb: number; perRootKb: number[]; pssKb: number } {
     this.#sample();
     clearInterval(this.#timer);
-    return { totalKb: this.#peakTotalKb, perRootKb: this.#peakKb.slice() };
+    return { totalKb: this.#peakTotalKb, perRootKb: this.#peakKb.slice(), pssKb: Math.max(this.#peakPssKb, treePss(this.#pids.flat())) };
   }
 }
