@@ -5,7 +5,9 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-RUN npx tsc -p tsconfig.build.json
+# The image's own Node runs tsc: npx would find the npm "node" package's binary, which
+# --ignore-scripts left uninstalled.
+RUN node node_modules/typescript/bin/tsc -p tsconfig.build.json
 
 # Runtime stage: production dependencies and the compiled code only, as a non-root user.
 FROM node:24-bookworm-slim
