@@ -118,8 +118,7 @@ function keepPruning(store: HistoryStore, retentionMs: number, logger: Logger): 
   const prune = async () => {
     try {
       const before = new Date(Date.now() - retentionMs);
-      // PostgreSQL prunes without blocking the event loop; SQLite's delete is quick and local.
-      const removed = "pruneAsync" in store && typeof store.pruneAsync === "function" ? await (store.pruneAsync as (d: Date) => Promise<number>)(before) : store.prune(before);
+      const removed = await store.pruneAsync(before);
       if (removed > 0) logger.info({ removed }, `history: pruned ${removed} row(s) older than the retention`);
     } catch (err) {
       logger.error({ err }, "history: pruning failed");

@@ -161,6 +161,8 @@ export interface HistoryStore extends HistoryReader {
   flush(): Promise<void>;
   /** Deletes messages older than the date; returns how many. */
   prune(olderThan: Date): number;
+  /** The same without blocking the event loop where the store can (the daemon's daily prune). */
+  pruneAsync(olderThan: Date): Promise<number>;
   /** Writes what is queued, then closes the database. Later record() calls are dropped. */
   close(): Promise<void>;
   readonly counters: HistoryCounters;
@@ -455,6 +457,11 @@ export class SqliteHistoryStore extends SqliteHistoryReader implements HistorySt
   flush(): Promise<void> {
     this.writeQueued();
     return Promise.resolve();
+  }
+
+  /** SQLite deletes locally and quickly: the synchronous prune is the asynchronous one. */
+  async pruneAsync(olderThan: Date): Promise<number> {
+    return this.prune(olderThan);
   }
 
   prune(olderThan: Date): number {

@@ -268,6 +268,13 @@ for (const subject of [SQLITE, PG]) {
       expect([...s.query(EVER)][0]?.dkim).toHaveLength(1);
     });
 
+    it("prunes the same without blocking (pruneAsync, the daemon's daily prune)", async () => {
+      const s = await filled(subject, [message({ time: at("2024-03-01T00:00:00Z"), queueId: "old" }), message({ time: T0, queueId: "kept" })]);
+      expect(await s.pruneAsync(T0)).toBe(1);
+      expect(await s.pruneAsync(T0)).toBe(0);
+      expect([...s.query(EVER)].map((r) => r.queueId)).toEqual(["kept"]);
+    });
+
     it("an invalid date matches nothing, in queries and in prune", async () => {
       const s = await filled(subject, [message()]);
       const invalid = new Date(Number.NaN);
