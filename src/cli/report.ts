@@ -17,10 +17,7 @@ import { openHistoryForReading } from "../reports/open-history.ts";
 import {
   aggregateReportMail,
   isPlainAddress,
-  parseHostPort,
-  parseSendmailCommand,
-  sendmailMailer,
-  smtpMailer,
+  reportMailer,
   type Mailer,
 } from "../reports/mailer.ts";
 
@@ -139,22 +136,10 @@ function sendingFrom(opts: AggregateCommandOptions, identity: ReportIdentity, de
   if (opts.smtp !== undefined && opts.sendmail !== undefined) throw new UsageError("give --smtp or --sendmail, not both");
   let mailer = deps.mailer;
   if (mailer === undefined) {
-    if (opts.sendmail !== undefined) {
-      let command: { command: string; args: string[] };
-      try {
-        command = parseSendmailCommand(opts.sendmail);
-      } catch (err) {
-        throw new UsageError(`--sendmail: ${(err as Error).message}`);
-      }
-      mailer = sendmailMailer(command);
-    } else {
-      let relay: { host: string; port: number };
-      try {
-        relay = parseHostPort(opts.smtp ?? DEFAULT_SMTP, 25);
-      } catch (err) {
-        throw new UsageError(`--smtp: ${(err as Error).message}`);
-      }
-      mailer = smtpMailer({ ...relay, helo: identity.receiver });
+    try {
+      mailer = reportMailer({ smtp: opts.smtp ?? DEFAULT_SMTP, ...(opts.sendmail === undefined ? {} : { sendmail: opts.sendmail }) }, identity.receiver);
+    } catch (err) {
+      throw new UsageError(`${opts.sendmail !== undefined ? "--sendmail" : "--smtp"}: ${(err as Error).message}`);
     }
   }
   let resolver = deps.resolver;
