@@ -11,7 +11,7 @@ import { AUTHENTICATION_RESULTS, planAuthenticationResults } from "./authres.ts"
 import type { ClientClass } from "./classify.ts";
 import { isNamed, unfoldedText, type HeaderField } from "./header-field.ts";
 import { historyRecordOf, type HistorySink } from "./history.ts";
-import { CrlfNormalizer } from "./line-aligner.ts";
+import { CrlfNormalizer } from "./crlf.ts";
 import { describeVerification } from "./log-lines.ts";
 import { decide } from "./policy.ts";
 import { brokenHeaderRule } from "./required-headers.ts";
@@ -112,7 +112,7 @@ export class AuthMessage implements MessageHandler {
       if (mailbox) this.#authors.set(lower, mailbox);
     }
     this.#signHeaders?.push(field);
-    await this.#verifier?.header(field);
+    this.#verifier?.header(field);
   }
 
   async endOfHeaders(): Promise<void> {
@@ -127,7 +127,7 @@ export class AuthMessage implements MessageHandler {
     if (this.#bodyBytes > limits.maxMessageBytes) this.#exceeded(`body over ${limits.maxMessageBytes} bytes`);
     if (this.#overLimit) return;
     this.#signer?.body(this.#crlf.push(chunk));
-    await this.#verifier?.body(chunk);
+    this.#verifier?.body(chunk);
   }
 
   /** Past a limit the message is not examined further (no CPU for it); the end decides what it gets. */

@@ -1,5 +1,5 @@
-// DKIM canonicalisation (RFC 6376 §3.4) for signing: header fields one at a time, the body as a
-// stream of chunks cut anywhere. Every byte is looked at a bounded number of times (a native
+// DKIM canonicalisation (RFC 6376 §3.4): header fields one at a time for signing, the body as a
+// stream of chunks cut anywhere for signing and verifying alike. Every byte is looked at a bounded number of times (a native
 // search, at most one scan back over a whitespace run, a copy) and nothing but a few flags and a
 // counter is carried between chunks, so cost is linear in the input whatever its line lengths
 // (mailauth 7.1.0's relaxed body code is quadratic on long lines: 7.5 s for one 16 MB line).
@@ -43,8 +43,15 @@ const PROBE_SIZE = DENSE_MIN_EDITS * DENSE_SPACING;
 const SEARCH_MIN = 256;
 const COPY_MIN = 32;
 
+export interface BodyHashOptions {
+  /** The a= tag's hash; rsa-sha1 signatures still have to be read to be refused. */
+  readonly algorithm?: "sha256" | "sha1";
+  /** l=: at most this many canonical bytes are hashed (all are still counted). */
+  readonly limit?: number;
+}
+
 /**
- * A streaming body canonicaliser feeding a SHA-256 hash; also counts the canonical length.
+ * A streaming body canonicaliser feeding a hash (SHA-256 unless told); also counts the canonical length.
  *
  * Each chunk is split into three parts. The carried state (a CR that may start a CRLF, pending
  * whitespace, pending empty lines) is first resolved against the chunk's first bytes. Its tail —
@@ -57,7 +64,9 @@ const COPY_MIN = 32;
 export class BodyHasher {
   readonly canonicalization: Canonicalization;
   private readonly relaxed: boolean;
-  private readonly hash: Hash = createHash("sha256");
+  private readonly hash: Hash;
+  private readonly limit: number;
+  private hashed = 0;
   private readonly out = Buffer.allocUnsafe(OUT_SIZE);
   private pos = 0;
   private length = 0;
@@ -75,14 +84,21 @@ export class BodyHasher {
   private emptyLines = 0;
   private done = false;
 
-  constructor(canonicalization: Canonicalization) {
+  constructor(canonicalization: Canonicalization, options: BodyHashOptions = {}) {
     this.canonicalization = canonicalization;
     this.relaxed = canonicalization === "relaxed";
+    this.hash = createHash(options.algorithm ?? "sha256");
+    this.limit = options.limit ?? Infinity;
   }
 
-  /** Bytes of canonical body hashed so far (the l= value, were we to use one). */
+  /** Bytes of canonical body so far (the l= value, were we to use one). */
   get canonicalLength(): number {
     return this.length + this.pos;
+  }
+
+  /** Bytes of canonical body that went into the hash: canonicalLength, cut at the limit. */
+  get hashedLength(): number {
+    return Math.min(this.canonicalLength, this.limit);
   }
 
   update(chunk: Uint8Array): void {
@@ -315,7 +331,7 @@ export class BodyHasher {
     if (n <= 0) return;
     if (n >= DIRECT_MIN) {
       this.flush();
-      this.hash.update(chunk.subarray(s, e));
+      this.hashBytes(chunk.subarray(s, e));
       this.length += n;
       return;
     }
@@ -337,9 +353,16 @@ export class BodyHasher {
 
   private flush(): void {
     if (this.pos === 0) return;
-    this.hash.update(this.out.subarray(0, this.pos));
+    this.hashBytes(this.out.subarray(0, this.pos));
     this.length += this.pos;
     this.pos = 0;
+  }
+
+  private hashBytes(bytes: Buffer): void {
+    const room = this.limit - this.hashed;
+    if (room <= 0) return;
+    this.hash.update(room >= bytes.length ? bytes : bytes.subarray(0, room));
+    this.hashed += Math.min(room, bytes.length);
   }
 }
 

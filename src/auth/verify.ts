@@ -1,22 +1,17 @@
 // Verifying one incoming message with mailauth's pieces, composed as a milter needs them:
 // SPF starts at MAIL FROM, DKIM reads the message as it arrives, ARC and DMARC run at the end.
 //
-// What is held in memory: our code keeps no copy of the message; it writes each header and
-// body chunk into a stream and waits when the stream is full. mailauth's DKIM verifier keeps
-// all header fields (it needs them to pick the signed ones) and one running body hash per
-// distinct (canonicalisation, l=) pair — not the body.
+// What is held in memory: the header fields (DKIM needs them to pick the signed ones) and one
+// running body hash per distinct (canonicalisation, hash, l=) — not the body.
 
-import { once } from "node:events";
 import { isIP } from "node:net";
-import { PassThrough } from "node:stream";
 import type { DNSResolver } from "mailauth";
 import { arc } from "mailauth/lib/arc/index.js";
-import { dkimVerify } from "mailauth/lib/dkim/verify.js";
 import { evaluateDmarc } from "mailauth/lib/dmarc/index.js";
 import { spf } from "mailauth/lib/spf/index.js";
 import type { UpstreamResult } from "./authres.ts";
+import { DkimVerification } from "./dkim-verifier.ts";
 import { wireForm, type HeaderField } from "./header-field.ts";
-import { LineAligner } from "./line-aligner.ts";
 import type { ArcFinding, DkimFinding, DkimResult, DmarcFinding, Findings, SpfFinding, SpfResult } from "./results.ts";
 
 export interface VerifyOptions {
@@ -57,8 +52,6 @@ export interface Verification {
   };
 }
 
-const CRLF = Buffer.from("\r\n");
-
 // mailauth reports problems with the key record as "neutral"; RFC 6376 §6.1.2 calls them
 // PERMFAIL, which RFC 8601 reports as permerror (what opendkim and the issue expect).
 const KEY_PROBLEMS = new Set([
@@ -79,47 +72,41 @@ interface MailauthSpf {
 
 export class MessageVerifier {
   readonly #opts: VerifyOptions;
-  readonly #stream = new PassThrough();
-  readonly #lines = new LineAligner();
-  readonly #dkim: Promise<Awaited<ReturnType<typeof dkimVerify>>>;
+  readonly #dkim: DkimVerification;
   readonly #spf: Promise<SpfFinding[]>;
 
   constructor(options: VerifyOptions) {
     this.#opts = options;
-    this.#dkim = dkimVerify(this.#stream, { resolver: options.resolver, strict: true });
+    this.#dkim = new DkimVerification(options.resolver);
     this.#spf = options.spfSelfValidate ? this.#checkSpf() : Promise.resolve([]);
     // Awaited in finish(); until then a rejection must not count as unhandled.
-    this.#dkim.catch(() => {});
     this.#spf.catch(() => {});
   }
 
   #signatures = 0;
 
-  header(field: HeaderField): Promise<void> {
-    // mailauth verifies every signature it sees (200 on 1 MB cost > 1 s): it sees only the first few.
-    if (field.name.toLowerCase() === "dkim-signature" && ++this.#signatures > this.#opts.maxSignatures) return Promise.resolve();
-    return this.#write(wireForm(field));
+  header(field: HeaderField): void {
+    // Every signature seen is verified (200 on 1 MB cost > 1 s): only the first few are shown.
+    if (field.name.toLowerCase() === "dkim-signature" && ++this.#signatures > this.#opts.maxSignatures) return;
+    this.#dkim.header(wireForm(field));
   }
 
   endOfHeaders(): Promise<void> {
-    return this.#write(CRLF);
+    return this.#dkim.endOfHeaders();
   }
 
-  async body(chunk: Buffer): Promise<void> {
-    const aligned = this.#lines.push(chunk);
-    if (aligned) await this.#write(aligned);
+  body(chunk: Buffer): void {
+    this.#dkim.body(chunk);
   }
 
+  /** Stops hashing: the message will not be judged. */
   abort(): void {
-    this.#stream.destroy();
+    this.#dkim.abort();
   }
 
   async finish(trusted: readonly UpstreamResult[]): Promise<Verification> {
-    const rest = this.#lines.flush();
-    if (rest) await this.#write(rest);
-    this.#stream.end();
-    const [dkimResult, spfChecks] = await Promise.all([this.#dkim, this.#spf]);
-    const dkim = (dkimResult.results ?? []).map(dkimFinding);
+    const [dkimResult, spfChecks] = await Promise.all([this.#dkim.finish(), this.#spf]);
+    const dkim = (dkimResult.results as MailauthDkimRow[]).map(dkimFinding);
 
     const upstreamSpf = this.#opts.spfIgnoreResults ? undefined : trustedSpf(trusted);
     const spfForDmarc = upstreamSpf ?? spfChecks[0];
@@ -130,7 +117,7 @@ export class MessageVerifier {
     const arcFinding: ArcFinding = { result: arcStatus(arcResult?.status?.result) };
 
     const dkimPassDomains = [
-      ...(dkimResult.results ?? [])
+      ...(dkimResult.results as MailauthDkimRow[])
         .filter((r) => r.status?.result === "pass" && r.signingDomain)
         .map((r) => ({ id: r.id, domain: r.signingDomain!, aligned: r.status.aligned, underSized: r.status.underSized })),
       ...trusted.filter((r) => r.method === "dkim" && r.result === "pass" && r.properties.get("header.d")).map((r) => ({ domain: r.properties.get("header.d")! })),
@@ -178,13 +165,6 @@ export class MessageVerifier {
     };
   }
 
-  async #write(bytes: Buffer): Promise<void> {
-    if (this.#stream.destroyed || this.#stream.writableEnded) return;
-    if (this.#stream.write(bytes)) return;
-    // Wait for mailauth to take what it has; if it stopped reading (an error), stop waiting.
-    await Promise.race([once(this.#stream, "drain"), this.#dkim.then(() => undefined, () => undefined)]);
-  }
-
   /** The MAIL FROM identity (HELO when the sender is null), then the HELO identity on its own. */
   async #checkSpf(): Promise<SpfFinding[]> {
     const { resolver, clientAddress, helo, sender, authservId } = this.#opts;
@@ -207,11 +187,18 @@ export class MessageVerifier {
 }
 
 interface MailauthDkimRow {
+  id?: string;
   signingDomain?: string;
   selector?: string;
   algo?: string;
   modulusLength?: number;
-  status: { result: string; comment?: string; header?: { d?: string; i?: string; s?: string; a?: string; b?: string } };
+  status: {
+    result: string;
+    comment?: string;
+    aligned?: string | false;
+    underSized?: number;
+    header?: { d?: string; i?: string; s?: string; a?: string; b?: string };
+  };
 }
 
 function dkimFinding(row: MailauthDkimRow): DkimFinding {
