@@ -24,7 +24,7 @@ import { run } from "../test/support/run.ts";
 import { headerValues } from "../test/support/mail.ts";
 import { startBenchDns } from "./lib/dns.ts";
 import { LOCAL_DOMAIN, makeKeys, makeMessage, messageFile, REMOTE_DOMAIN, type BenchPath } from "./lib/fixtures.ts";
-import { OPENDKIM, OPENDMARC, ROOT, startAuthmilter, startOpendkim, startOpendmarc, type Daemon } from "./lib/daemons.ts";
+import { OPENDKIM, OPENDMARC, parseEntry, ROOT, startAuthmilter, startOpendkim, startOpendmarc, type Daemon } from "./lib/daemons.ts";
 import { describeMachine, fmt, machine, markdownTable, median } from "./lib/stats.ts";
 
 const HELP = `usage: npm run bench:postfix -- [options]
@@ -37,6 +37,8 @@ const HELP = `usage: npm run bench:postfix -- [options]
                        Postfix starts its smtpd and cleanup processes on demand)
   --log-level LEVEL    authmilter's log.level (default info)
   --root DIR           run the authmilter checkout in DIR instead of this one
+  --entry dist|src     run authmilter compiled (default; as systemd and Docker do) or through
+                       Node's type stripping (as npm start does)
   --out FILE           also write the markdown report to FILE
   --keep               keep the temp dir`;
 
@@ -74,6 +76,7 @@ async function main(): Promise<void> {
       "log-level": { type: "string", default: "info" },
       out: { type: "string" },
       root: { type: "string" },
+      entry: { type: "string", default: "dist" },
       keep: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
@@ -106,6 +109,7 @@ async function main(): Promise<void> {
   const dns = await startBenchDns(keys.zone, { relay: peers });
   if (peers && dns.relay === undefined) throw new Error(`opendmarc needs a DNS server on port 53: ${dns.relayError}`);
   const sections: string[] = [];
+  const entry = parseEntry(values.entry);
   const t0 = Date.now();
   try {
     for (const path of paths) {
@@ -120,6 +124,7 @@ async function main(): Promise<void> {
           keyFile: keys.localPkcs8File,
           internalHosts: path === "sign" ? internal : [],
           logLevel: values["log-level"] ?? "info",
+          entry,
           ...(values.root !== undefined ? { root: values.root } : {}),
         });
         daemons.push(ours);
@@ -205,7 +210,7 @@ async function main(): Promise<void> {
     `## authmilter through Postfix, ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC (${Math.round((Date.now() - t0) / 1000)} s)`,
     "",
     `Machine: ${describeMachine(m)}. Postfix: the end-to-end harness (test/support/postfix.ts), delivering to its in-process sink.`,
-    `Command: \`npm run bench:postfix -- ${process.argv.slice(2).join(" ")}\`; authmilter measured: ${values.root ?? ROOT}.`,
+    `Command: \`npm run bench:postfix -- ${process.argv.slice(2).join(" ")}\`; authmilter measured: ${values.root ?? ROOT} (${entry === "dist" ? "compiled, dist/cli/main.js" : "src/cli/main.ts"}).`,
     "",
     ...sections,
   ].join("\n");

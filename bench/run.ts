@@ -34,6 +34,8 @@ import {
   startOpendmarc,
   type Daemon,
   type OpendkimDns,
+  parseEntry,
+  type Entry,
 } from "./lib/daemons.ts";
 import { closeAllClients, runSession, type MilterSpec, type WriteMode } from "./lib/driver.ts";
 import { processTree, RssSampler, treeCpuSeconds, treeMemory, treePss } from "./lib/procs.ts";
@@ -64,6 +66,8 @@ const HELP = `usage: npm run bench -- [options]
   --root DIR               run the authmilter checkout in DIR (e.g. a "git archive" of another
                            commit, with node_modules) instead of this one
   --workers N              set authmilter's milter.workers (cluster size; 0 = one per core)
+  --entry dist|src         run authmilter compiled (default; as systemd and Docker run it) or
+                           through Node's type stripping (as npm start does)
   --cpu-prof DIR           run authmilter under node --cpu-prof, one profile per cell in DIR
   --out FILE               also write the markdown report to FILE
   --json FILE              also write every measurement as JSON
@@ -85,6 +89,7 @@ interface Options {
   readonly cpuProf: string | undefined;
   readonly root: string | undefined;
   readonly workers: number | undefined;
+  readonly entry: Entry;
   readonly out: string | undefined;
   readonly json: string | undefined;
   readonly keep: boolean;
@@ -127,6 +132,7 @@ function parseOptions(argv: string[]): Options {
       "cpu-prof": { type: "string" },
       root: { type: "string" },
       workers: { type: "string" },
+      entry: { type: "string", default: "dist" },
       out: { type: "string" },
       json: { type: "string" },
       keep: { type: "boolean", default: false },
@@ -176,6 +182,7 @@ function parseOptions(argv: string[]): Options {
     opendkimDns: dnsMode,
     cpuProf: values["cpu-prof"],
     root: values.root,
+    entry: parseEntry(values.entry),
     workers: workersOf(values.workers),
     out: values.out,
     json: values.json,
@@ -291,7 +298,7 @@ async function startTarget(ctx: Context, target: TargetName, cellName: string): 
         nodeArgs = ["--cpu-prof", `--cpu-prof-dir=${profDir}`];
       }
       daemons.push(
-        await startAuthmilter({ dir, dnsServer: `${dns.host}:${dns.port}`, keyFile: keys.localPkcs8File, internalHosts, logLevel: opts.logLevel, nodeArgs, metrics: true, ...(opts.root !== undefined ? { root: opts.root } : {}), ...(opts.workers !== undefined ? { workers: opts.workers } : {}) }),
+        await startAuthmilter({ dir, dnsServer: `${dns.host}:${dns.port}`, keyFile: keys.localPkcs8File, internalHosts, logLevel: opts.logLevel, nodeArgs, metrics: true, entry: opts.entry, ...(opts.root !== undefined ? { root: opts.root } : {}), ...(opts.workers !== undefined ? { workers: opts.workers } : {}) }),
       );
     } else {
       daemons.push(await startOpendkim({ dir, dnsHost: dns.host, dnsPort: dns.port, dnsMode: opts.opendkimDns, keyFile: keys.localPkcs1File, internalHosts }));
@@ -584,7 +591,7 @@ async function main(): Promise<void> {
     "",
     `Machine: ${describeMachine(m)}.`,
     `Command: \`npm run bench -- ${process.argv.slice(2).join(" ")}\`; ${opts.durationMs / 1000} s per cell after ${opts.warmupMs / 1000} s warm-up${opts.repeat > 1 ? `, median of ${opts.repeat} interleaved runs` : ""}, ${opts.messagesPerSession} message(s) per milter session, MTA writes: ${opts.writeMode}.`,
-    `authmilter measured: ${opts.root ?? ROOT} (src/cli/main.ts serve, log level ${opts.logLevel}${opts.workers !== undefined ? `, milter.workers ${opts.workers}` : ""}); opendkim/opendmarc: Debian packages, configured by bench/lib/daemons.ts.`,
+    `authmilter measured: ${opts.root ?? ROOT} (${opts.entry === "dist" ? "dist/cli/main.js" : "src/cli/main.ts"} serve, log level ${opts.logLevel}${opts.workers !== undefined ? `, milter.workers ${opts.workers}` : ""}); opendkim/opendmarc: Debian packages, configured by bench/lib/daemons.ts.`,
     `Latency: first milter connect → last milter's end-of-message decision. RSS: daemon and its children, summed, sampled every 20 ms (chain: opendkim+opendmarc); PSS: the same processes with shared pages counted once, every 500 ms.`,
   ].join("\n");
   const text = report(results, opts, header);

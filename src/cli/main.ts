@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 // The command line. Thin: each command parses its options and calls one function.
 
 import { Command } from "commander";

@@ -14,6 +14,13 @@ import { sumExpositions } from "./metrics.ts";
 import { notifySystemd } from "./notify.ts";
 
 const RESTART_DELAY_MS = 1_000;
+/**
+ * V8's young generation grows to 3 × 16 MB semi-spaces under a worker's allocation rate and
+ * stays there: at 20 KB × 32 concurrent messages each worker's RSS rose ~145 MB above idle.
+ * With 4 MB it rose ~40 MB, at the same CPU per message (docs/benchmarks.md, "Memory"). A
+ * single-process daemon gets the flag from the command's #! line (and `npm start`).
+ */
+const WORKER_V8_FLAGS = ["--max-semi-space-size=4"];
 const SCRAPE_TIMEOUT_MS = 2_000;
 
 export async function runPrimary(config: Config, workers: number, logger: Logger): Promise<void> {
@@ -21,6 +28,7 @@ export async function runPrimary(config: Config, workers: number, logger: Logger
   // round-robin passes every connection through the primary over IPC, which cost 20-35% CPU
   // per message in the benchmark (one milter connection per SMTP session).
   cluster.schedulingPolicy = cluster.SCHED_NONE;
+  cluster.setupPrimary({ execArgv: [...new Set([...process.execArgv, ...WORKER_V8_FLAGS])] });
   const spec = parseSocketSpec(config.milter.socket);
   if (spec.kind === "unix") {
     // The primary creates the socket for its workers: its umask and stale-file cleanup apply.

@@ -3,7 +3,7 @@
 
 import { execFile } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -71,6 +71,9 @@ describe("authmilter serve with two workers", () => {
       const servedBy = new Set(served().map((l) => l["pid"]));
       expect(servedBy.size).toBe(2);
       expect(servedBy.has(daemon.process.pid)).toBe(false);
+      for (const pid of servedBy) {
+        expect(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")).toContain("--max-semi-space-size=4");
+      }
 
       const metricsAt = String((await daemon.waitForLog(/^metrics on /))["metrics"]);
       const metrics = await (await fetch(`http://${metricsAt}/metrics`)).text();
@@ -95,7 +98,7 @@ describe("authmilter serve with two workers", () => {
     const since = new Date(Date.now() - 3_600_000).toISOString();
     const until = new Date(Date.now() + 3_600_000).toISOString();
     await run(NODE, [CLI, "report", "aggregate", "--db", db, "--dry-run", "--out", out, "--since", since, "--until", until, "--org-email", "postmaster@example.net"]);
-    const { readdirSync, readFileSync } = await import("node:fs");
+    const { readdirSync } = await import("node:fs");
     const { gunzipSync } = await import("node:zlib");
     const [file] = readdirSync(out);
     const xml = gunzipSync(readFileSync(join(out, file!))).toString();
