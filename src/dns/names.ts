@@ -60,8 +60,18 @@ export function formatName(labels: readonly Uint8Array[]): string {
     .join(".");
 }
 
+// Host names of letters, digits, "-" and "_" (nearly all names in mail) need no escaping, so
+// their presentation form is the input itself; checked here without building wire labels.
+const PLAIN_NAME = /^[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*$/;
+
+function isPlainName(text: string): boolean {
+  return text.length <= 253 && PLAIN_NAME.test(text);
+}
+
 /** The comparison form of a presentation name: DNS names compare case-insensitively (ASCII only). */
 export function nameKey(text: string): string {
+  const bare = text.endsWith(".") ? text.slice(0, -1) : text;
+  if (isPlainName(bare)) return bare.toLowerCase();
   // formatName output is pure ASCII (everything else is \DDD), so toLowerCase is ASCII-only here
   return formatName(parseName(text)).toLowerCase();
 }
@@ -74,6 +84,7 @@ export function nameKey(text: string): string {
  */
 export function nameFromInput(raw: string): string {
   const text = raw.endsWith(".") ? raw.slice(0, -1) : raw;
+  if (isPlainName(text)) return text;
   if (text === "") throw new DnsError("EBADNAME", `bad domain name (empty): ${JSON.stringify(raw)}`);
   const labels = text.split(".").map((label) => {
     if (!/^[\x20-\x7e]*$/.test(label)) {

@@ -145,10 +145,24 @@ export function interpret(msg: DnsMessage, qname: string, type: LookupType): { o
   return { outcome: { ok: false, code }, ttl: Math.min(ttl, negativeTtl) };
 }
 
+/** A copy of an answer (strings, string lists or MX/SOA objects), made cheaper than structuredClone. */
+function copyAnswer(value: ResultMap[LookupType]): ResultMap[LookupType] {
+  if (!Array.isArray(value)) return { ...value };
+  return (value as unknown[]).map((v) => (Array.isArray(v) ? [...v] : typeof v === "object" && v !== null ? { ...v } : v)) as ResultMap[LookupType];
+}
+
 function resolverError(code: DnsErrorCode, syscall: string, hostname: string, cause?: unknown): DnsError {
   // node:dns's message format. Details (which server, how) stay in `cause`: mailauth copies
   // the message into Received-SPF / Authentication-Results comments of the delivered mail.
-  const err = new DnsError(code, `${syscall} ${code} ${hostname}`, cause === undefined ? undefined : { cause });
+  // These are answers, not faults: no stack is captured (every cached "no record" makes one).
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  let err: DnsError;
+  try {
+    err = new DnsError(code, `${syscall} ${code} ${hostname}`, cause === undefined ? undefined : { cause });
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
   err.hostname = hostname;
   err.syscall = syscall;
   return err;
@@ -216,7 +230,7 @@ export function createResolver(opts: ResolverOptions = {}): Resolver {
         outcome = await pending;
       }
       // Callers get their own copies: mailauth sorts MX lists in place and writes onto errors.
-      if (outcome.ok) return structuredClone(outcome.value) as ResultMap[T];
+      if (outcome.ok) return copyAnswer(outcome.value) as ResultMap[T];
       throw resolverError(outcome.code, syscall, hostname);
     } catch (e) {
       if (!(e instanceof DnsError)) throw e;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { DnsError } from "../../src/dns/errors.ts";
 import { bytesToIpv6, ipv6ToBytes } from "../../src/dns/ip.ts";
-import { nameFromInput } from "../../src/dns/names.ts";
+import { nameFromInput, nameKey } from "../../src/dns/names.ts";
 import { decodeMessage, encodeMessage, encodeQuery, formatName, parseName, type ResourceRecord } from "../../src/dns/wire.ts";
 
 const header = (id: number, ...counts: number[]) => [id >> 8, id & 0xff, 0x81, 0x80, ...counts.flatMap((c) => [0, c])];
@@ -105,6 +105,16 @@ describe("names", () => {
 
   it("treats caller input literally: a backslash is a character, a dot separates labels", () => {
     expect(parseName(nameFromInput("a\\b.example.com.")).map((l) => Buffer.from(l).toString("latin1"))).toEqual(["a\\b", "example", "com"]);
+  });
+
+  it("gives plain host names (letters, digits, - and _) the same forms the full parser gives", () => {
+    const longest = `${"a".repeat(63)}.${"b".repeat(63)}.${"c".repeat(63)}.${"d".repeat(61)}`; // 253: 255 octets on the wire
+    for (const name of ["Example.ORG", "_dmarc.example.org.", "sel-1._domainkey.x_y.example", longest, "a"]) {
+      const slow = formatName(parseName(name));
+      expect(nameFromInput(name)).toBe(slow);
+      expect(nameKey(name)).toBe(slow.toLowerCase());
+    }
+    expect(codeOf(() => nameFromInput(`${longest}e`))).toBe("EBADNAME");
   });
 
   it.each([["a".repeat(64) + ".example.com"], ["a..example.com"], [""], ["."], ["bücher.example"], ["a\tb.example"], [`${"a".repeat(60)}.`.repeat(5)]])(
