@@ -1,7 +1,9 @@
 // `npm run bench:postfix`: the private Postfix of the end-to-end tests (test/support/postfix.ts),
 // loaded by smtp-source (Postfix's own load generator) with 2 KB messages over 10 parallel
-// SMTP sessions, one message per session, three ways in one run:
-//   no milter · authmilter · opendkim → opendmarc (when installed)
+// SMTP sessions, one message per session, four ways in one run:
+//   no milter · null milter · authmilter · opendkim → opendmarc (when installed)
+// The null milter (bench/null-milter.ts) is our wire layer with a handler that does nothing:
+// what Postfix and any milter asking for the same events cost, before any verifying or signing.
 // Repeats are interleaved (none, ours, theirs, none, ours, theirs, …) and the median is reported.
 //
 // verify path: smtp-source sends a DKIM-signed message from example.org (-F file); the
@@ -24,7 +26,8 @@ import { run } from "../test/support/run.ts";
 import { headerValues } from "../test/support/mail.ts";
 import { startBenchDns } from "./lib/dns.ts";
 import { LOCAL_DOMAIN, makeKeys, makeMessage, messageFile, REMOTE_DOMAIN, type BenchPath } from "./lib/fixtures.ts";
-import { OPENDKIM, OPENDMARC, parseEntry, ROOT, startAuthmilter, startOpendkim, startOpendmarc, type Daemon } from "./lib/daemons.ts";
+import { machineBusySeconds, processTree, treeCpuSeconds } from "./lib/procs.ts";
+import { OPENDKIM, OPENDMARC, parseEntry, ROOT, startAuthmilter, startNullMilter, startOpendkim, startOpendmarc, type Daemon } from "./lib/daemons.ts";
 import { describeMachine, fmt, machine, markdownTable, median } from "./lib/stats.ts";
 
 const HELP = `usage: npm run bench:postfix -- [options]
@@ -50,11 +53,13 @@ interface Setup {
   readonly daemons: readonly Daemon[];
   delivered: number;
   readonly rates: number[];
+  /** CPU ms per message, per run: the whole machine, and the milter daemons alone. */
+  readonly cpu: Array<{ all: number; milters: number }>;
   readonly failures: string[];
 }
 
 function check(path: BenchPath, setup: string, raw: string): string | undefined {
-  if (setup === "no milter") return undefined;
+  if (setup === "no milter" || setup.startsWith("null milter")) return undefined;
   if (path === "verify") {
     const ar = headerValues(raw, "Authentication-Results").join(" ");
     const missing = ["dkim=pass", "spf=pass", "dmarc=pass"].filter((r) => !ar.includes(r));
@@ -128,6 +133,8 @@ async function main(): Promise<void> {
           ...(values.root !== undefined ? { root: values.root } : {}),
         });
         daemons.push(ours);
+        const floor = await startNullMilter(dir);
+        daemons.push(floor);
         let theirs: Daemon[] = [];
         if (peers) {
           const dkim = await startOpendkim({ dir, dnsHost: dns.host, dnsPort: dns.port, dnsMode: "nameservers", keyFile: keys.localPkcs1File, internalHosts: internal });
@@ -139,11 +146,12 @@ async function main(): Promise<void> {
         const milterOf = (ds: readonly Daemon[]) => ds.map((d) => `inet:127.0.0.1:${d.port}`).join(", ");
         const wanted: Array<{ name: string; daemons: readonly Daemon[] }> = [
           { name: "no milter", daemons: [] },
+          { name: "null milter (wire layer only)", daemons: [floor] },
           { name: "authmilter", daemons: [ours] },
           ...(peers ? [{ name: "opendkim → opendmarc", daemons: theirs }] : []),
         ];
         postfixes.push(...(await startPostfixes(wanted.map((w) => (w.daemons.length > 0 ? { milter: milterOf(w.daemons) } : {})))));
-        const setups: Setup[] = wanted.map((w, i) => ({ name: w.name, postfix: postfixes[i]!, daemons: w.daemons, delivered: 0, rates: [], failures: [] }));
+        const setups: Setup[] = wanted.map((w, i) => ({ name: w.name, postfix: postfixes[i]!, daemons: w.daemons, delivered: 0, rates: [], cpu: [], failures: [] }));
 
         const source = ["-s", String(sessions), "-m", String(messages), "-M", "mail.example.org", "-t", "bob@example.net"];
         if (path === "verify") {
@@ -165,6 +173,8 @@ async function main(): Promise<void> {
         }
         for (let rep = 0; rep < repeat; rep++) {
           for (const s of setups) {
+            const milterPids = () => s.daemons.flatMap((d) => processTree(d.pid));
+            const cpuBefore = { all: machineBusySeconds(), milters: treeCpuSeconds(milterPids()) };
             const started = performance.now();
             const r = await run(SMTP_SOURCE, [...source, `127.0.0.1:${s.postfix.smtpPort}`], { timeoutMs: 600_000 });
             const seconds = (performance.now() - started) / 1000;
@@ -175,6 +185,7 @@ async function main(): Promise<void> {
               s.failures.push((err as Error).message.split("\n")[0]!);
               return s.postfix.delivered();
             });
+            s.cpu.push({ all: ((machineBusySeconds() - cpuBefore.all) * 1000) / messages, milters: ((treeCpuSeconds(milterPids()) - cpuBefore.milters) * 1000) / messages });
             const problem = check(path, s.name, got.at(-1)?.text ?? "");
             if (problem !== undefined) s.failures.push(problem);
             s.rates.push(messages / seconds);
@@ -184,14 +195,18 @@ async function main(): Promise<void> {
         const base = median(setups[0]!.rates);
         const rows = setups.map((s) => {
           const med = median(s.rates);
-          return [s.name, fmt(med), s.rates.map((x) => fmt(x)).join(", "), s.name === "no milter" ? "1.00" : fmt(med / base), s.failures.length > 0 ? `${s.failures.length} problem(s): ${s.failures[0]}` : "ok"];
+          const cpu = `${fmt(median(s.cpu.map((c) => c.all)))} / ${s.daemons.length > 0 ? fmt(median(s.cpu.map((c) => c.milters))) : "–"}`;
+          return [s.name, fmt(med), s.rates.map((x) => fmt(x)).join(", "), s.name === "no milter" ? "1.00" : fmt(med / base), cpu, s.failures.length > 0 ? `${s.failures.length} problem(s): ${s.failures[0]}` : "ok"];
         });
-        const ourMed = median(setups[1]!.rates);
-        const theirMed = setups[2] ? median(setups[2].rates) : Number.NaN;
+        const ourMed = median(setups.find((s) => s.name === "authmilter")!.rates);
+        const chain = setups.find((s) => s.daemons.length === 2);
+        const theirMed = chain ? median(chain.rates) : Number.NaN;
         sections.push(
           `### through Postfix, ${path} path: smtp-source, 2 KB, ${sessions} sessions, one message per session, ${messages} messages × ${repeat} after ${warmup} not measured`,
           "",
-          markdownTable(["setup", "msgs/s (median)", "runs", "share of no-milter", "check"], rows, ["l", "r", "r", "r", "l"]),
+          markdownTable(["setup", "msgs/s (median)", "runs", "share of no-milter", "CPU ms/msg: machine / milters", "check"], rows, ["l", "r", "r", "r", "r", "l"]),
+          "",
+          "CPU per message counts from smtp-source's start until the queue is empty (delivery included): the whole machine (/proc/stat) and the milter processes alone.",
           "",
           peers ? `authmilter / (opendkim → opendmarc): ${fmt(ourMed / theirMed)}×` : "",
           "",

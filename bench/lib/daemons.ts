@@ -148,6 +148,12 @@ export async function startAuthmilter(o: AuthmilterOptions): Promise<Daemon> {
   });
 }
 
+/** bench/null-milter.ts: authmilter's wire layer with a handler that does nothing (this checkout's src/milter). */
+export async function startNullMilter(dir: string): Promise<Daemon> {
+  const port = await freePort();
+  return launch("null-milter", NODE, [join(ROOT, "bench/null-milter.ts"), String(port)], dir, port);
+}
+
 /** Sum of a counter (all label sets) from a Prometheus text page. */
 export function metricValue(page: string, name: string): number {
   let sum = 0;

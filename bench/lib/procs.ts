@@ -109,6 +109,13 @@ export function treeCpuSeconds(pids: readonly number[]): number {
   return ticks / ticksPerSecond();
 }
 
+/** CPU seconds the whole machine has spent busy (all cores; /proc/stat: all but idle and iowait). */
+export function machineBusySeconds(): number {
+  const fields = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = fields;
+  return (user + nice + system + irq + softirq + steal) / ticksPerSecond();
+}
+
 /**
  * Samples a set of process trees every `intervalMs` (re-reading the tree every 500 ms, so
  * workers that come and go are counted) and keeps the peak of the summed VmRSS per tree, and
