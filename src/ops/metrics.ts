@@ -3,9 +3,17 @@
 
 type Labels = Readonly<Record<string, string>>;
 
+// Runs on every observation (several per message): escaping is skipped when nothing needs it.
+const NEEDS_ESCAPE = /[\\"\n]/;
+
 function labelText(labels: Labels): string {
-  const parts = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`);
-  return parts.length === 0 ? "" : `{${parts.join(",")}}`;
+  let text = "";
+  for (const k in labels) {
+    const v = labels[k]!;
+    const escaped = NEEDS_ESCAPE.test(v) ? v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n") : v;
+    text += `${text === "" ? "{" : ","}${k}="${escaped}"`;
+  }
+  return text === "" ? "" : `${text}}`;
 }
 
 interface Series {
