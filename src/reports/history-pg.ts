@@ -1,12 +1,10 @@
-// The DMARC history in PostgreSQL, for several MTAs writing to one store. The interfaces, the
-// semantics and the embedded SQLite default are in history.ts; this is the same store on a
-// server, through `pg` (pure JavaScript, no native addon).
+// The DMARC history in PostgreSQL, for several MTAs writing to one store. What it holds and
+// promises is in history.ts, the embedded SQLite default in history-sqlite.ts; this is the same
+// store on a server, through `pg` (pure JavaScript, no native addon).
 //
-// The same promises as the SQLite store: record() only normalises and queues; batches are
-// written later, one statement each (multi-row INSERTs of the batch's messages and their DKIM
-// and SPF rows, joined in one WITH statement, which PostgreSQL runs as one transaction); a store
-// that cannot write loses rows, never mail: they are dropped, counted, and the outage is logged
-// once when it starts and once when it ends.
+// record() and batching are history-queue.ts, as for SQLite; each batch here is one statement
+// (multi-row INSERTs of the batch's messages and their DKIM and SPF rows, joined in one WITH
+// statement, which PostgreSQL runs as one transaction), written asynchronously.
 //
 // HistoryReader and prune() are synchronous (the SQLite store answers from a file), and a
 // network client cannot be. The connection pool therefore lives in a worker thread: writes are
@@ -20,7 +18,6 @@ import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from "
 import { Client, type ClientConfig } from "pg";
 import type { Logger } from "pino";
 import {
-  HISTORY_DEFAULTS,
   HistorySchemaError,
   type HistoryCounters,
   type HistoryQuery,
@@ -30,6 +27,7 @@ import {
   type HistoryStoreOptions,
   type StoredHistoryRecord,
 } from "./history.ts";
+import { HistoryWriteQueue } from "./history-queue.ts";
 import { fromRow, toRow, type MessageColumns } from "./history-rows.ts";
 
 /** Connections per store: one writing batches, one left for reads and prune. */
@@ -665,91 +663,49 @@ export class PgHistoryReader implements HistoryReader {
   }
 }
 
-type WriteOutcome = "ok" | "busy" | "failed";
-
 /** SQLSTATE 55P03 lock_not_available: lock_timeout expired, someone else holds the table. */
 function isBusy(err: unknown): boolean {
   return (err as { code?: unknown }).code === "55P03";
 }
 
 export class PgHistoryStore extends PgHistoryReader implements HistoryStore {
-  private readonly logger: Logger;
-  private readonly batchSize: number;
-  private readonly flushIntervalMs: number;
-  private readonly maxQueue: number;
-  private readonly queue: QueuedRow[] = [];
-  /** Rows of the batch being written (still pending: not yet written, not yet dropped). */
-  private inFlight = 0;
-  private draining: Promise<void> | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private immediate: NodeJS.Immediate | undefined;
-  private closed = false;
-  private closing: Promise<void> | undefined;
-  /** Rows lost since the last successful write: logged once when it starts and once when it ends. */
-  private failingSince: number | undefined;
-  private queueFullSince: number | undefined;
-  private readonly count = {
-    recorded: 0,
-    written: 0,
-    droppedStoreError: 0,
-    droppedQueueFull: 0,
-    droppedClosed: 0,
-    droppedInvalid: 0,
-    storeErrors: 0,
-    busyRetries: 0,
-  };
+  private readonly writes: HistoryWriteQueue<QueuedRow>;
 
   /** Use openPgHistoryStore(), which creates the schema first. */
   constructor(db: PgWorker, options: HistoryStoreOptions) {
     super(db);
-    this.logger = options.logger;
-    this.batchSize = Math.max(1, options.batchSize ?? HISTORY_DEFAULTS.batchSize);
-    this.flushIntervalMs = Math.max(1, options.flushIntervalMs ?? HISTORY_DEFAULTS.flushIntervalMs);
-    this.maxQueue = Math.max(this.batchSize, options.maxQueue ?? HISTORY_DEFAULTS.maxQueue);
+    const { logger } = options;
+    this.writes = new HistoryWriteQueue<QueuedRow>(
+      {
+        toRow: toQueuedRow,
+        write: async (batch) => {
+          await db.query(INSERT_BATCH, batchParameters(batch));
+        },
+        isBusy,
+        failedWritesAreSlow: true,
+        close: async () => {
+          try {
+            await db.close();
+          } catch (err) {
+            logger.error({ err }, "history: closing the database connections failed");
+          }
+        },
+      },
+      options,
+    );
   }
 
   get counters(): HistoryCounters {
-    const c = this.count;
-    return {
-      ...c,
-      pending: this.queue.length + this.inFlight,
-      dropped: c.droppedStoreError + c.droppedQueueFull + c.droppedClosed + c.droppedInvalid,
-    };
+    return this.writes.counters;
   }
 
   record(r: HistoryRecord): void {
-    try {
-      if (this.closed) {
-        this.count.droppedClosed++;
-        return;
-      }
-      let row: QueuedRow;
-      try {
-        row = toQueuedRow(r, new Date());
-      } catch (err) {
-        this.count.droppedInvalid++;
-        this.logger.error({ err }, "history: record() got a row it cannot store; dropped");
-        return;
-      }
-      if (this.queue.length + this.inFlight >= this.maxQueue) {
-        this.count.droppedQueueFull++;
-        if (this.queueFullSince === undefined) {
-          this.queueFullSince = this.count.droppedQueueFull - 1;
-          this.logger.warn({ maxQueue: this.maxQueue }, "history: queue full (database busy or failing); dropping new rows");
-        }
-        return;
-      }
-      this.queue.push(row);
-      this.count.recorded++;
-      this.schedule();
-    } catch {
-      // Not even logging may fail a message. Unreachable unless the logger itself throws.
-    }
+    this.writes.record(r);
   }
 
   /** Writes what is queued (and what is recorded meanwhile). Never rejects. */
   flush(): Promise<void> {
-    return this.drain();
+    return this.writes.flush();
   }
 
   prune(olderThan: Date): number {
@@ -762,121 +718,6 @@ export class PgHistoryStore extends PgHistoryReader implements HistoryStore {
   }
 
   override close(): Promise<void> {
-    this.closing ??= this.shutDown();
-    return this.closing;
-  }
-
-  private async shutDown(): Promise<void> {
-    this.closed = true;
-    this.clearTimers();
-    await this.drain();
-    if (this.queue.length > 0) {
-      const n = this.queue.length;
-      this.queue.length = 0;
-      this.count.droppedClosed += n;
-      this.logger.error({ dropped: n }, "history: database still busy or failing at close; queued rows dropped");
-    }
-    try {
-      await this.db.close();
-    } catch (err) {
-      this.logger.error({ err }, "history: closing the database connections failed");
-    }
-  }
-
-  private schedule(): void {
-    if (this.draining !== undefined) return; // the running drain takes the new row too
-    if (this.queue.length >= this.batchSize) {
-      // Not now: the caller is handling a message. Right after it, on this turn's tail.
-      this.immediate ??= setImmediate(() => {
-        this.immediate = undefined;
-        void this.drain();
-      }).unref();
-    } else {
-      this.timer ??= setTimeout(() => {
-        this.timer = undefined;
-        void this.drain();
-      }, this.flushIntervalMs).unref();
-    }
-  }
-
-  private clearTimers(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    if (this.immediate !== undefined) clearImmediate(this.immediate);
-    this.timer = undefined;
-    this.immediate = undefined;
-  }
-
-  /** One writer at a time; a second caller waits for the running one, which takes its rows too. */
-  private drain(): Promise<void> {
-    this.draining ??= this.writeQueued()
-      // Only a throwing logger gets here; flush() and the timers must not reject either way.
-      .catch(() => {})
-      .finally(() => {
-      this.draining = undefined;
-      // What a busy database left behind goes again with the next timer.
-      if (this.queue.length > 0 && !this.closed) {
-        this.timer ??= setTimeout(() => {
-          this.timer = undefined;
-          void this.drain();
-        }, this.flushIntervalMs).unref();
-      }
-    });
-    return this.draining;
-  }
-
-  private async writeQueued(): Promise<void> {
-    this.clearTimers();
-    while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.batchSize);
-      this.inFlight = batch.length;
-      let outcome: WriteOutcome;
-      try {
-        outcome = await this.writeBatch(batch);
-      } finally {
-        this.inFlight = 0;
-      }
-      if (outcome === "busy") {
-        this.queue.unshift(...batch);
-        this.count.busyRetries++;
-        this.logger.debug({ pending: this.queue.length }, "history: database busy; will retry");
-        break;
-      }
-      this.noteQueueRoom();
-      // Closing during an outage: one failed attempt is enough; each would wait its timeout.
-      if (outcome === "failed" && this.closed) break;
-    }
-    this.noteQueueRoom();
-  }
-
-  private noteQueueRoom(): void {
-    if (this.queueFullSince !== undefined && this.queue.length + this.inFlight < this.maxQueue) {
-      const lost = this.count.droppedQueueFull - this.queueFullSince;
-      this.queueFullSince = undefined;
-      this.logger.warn({ dropped: lost }, `history: queue has room again after dropping ${lost} rows`);
-    }
-  }
-
-  private async writeBatch(batch: readonly QueuedRow[]): Promise<WriteOutcome> {
-    try {
-      await this.db.query(INSERT_BATCH, batchParameters(batch));
-    } catch (err) {
-      if (isBusy(err)) return "busy";
-      this.count.storeErrors++;
-      this.count.droppedStoreError += batch.length;
-      if (this.failingSince === undefined) {
-        this.failingSince = this.count.droppedStoreError - batch.length;
-        this.logger.error({ err, dropped: batch.length }, "history: writing to the database failed; dropping rows until it works again");
-      } else {
-        this.logger.debug({ err, dropped: batch.length }, "history: write failed again");
-      }
-      return "failed";
-    }
-    this.count.written += batch.length;
-    if (this.failingSince !== undefined) {
-      const lost = this.count.droppedStoreError - this.failingSince;
-      this.failingSince = undefined;
-      this.logger.warn({ dropped: lost }, `history: writing again after dropping ${lost} rows`);
-    }
-    return "ok";
+    return this.writes.close();
   }
 }

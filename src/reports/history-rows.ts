@@ -1,4 +1,4 @@
-// The history's rows, for both stores (history.ts: SQLite, history-pg.ts: PostgreSQL): what
+// The history's rows, for both stores (history-sqlite.ts, history-pg.ts): what
 // record() normalises on the way in, and how a stored row becomes a record again. One piece of
 // code, so the two stores cannot drift apart (the conformance test holds them together); what
 // differs is only representation, which each store applies around these: SQLite's 0/1 for t=,

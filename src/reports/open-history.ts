@@ -1,8 +1,9 @@
 // Where the history lives, from one configuration string: a file path is the embedded SQLite
 // store, a postgres:// or postgresql:// URL the shared PostgreSQL one.
 
-import { openHistoryReader, openHistoryStore, type HistoryReader, type HistoryStore } from "./history.ts";
+import type { HistoryReader, HistoryStore } from "./history.ts";
 import { isPostgresUrl, openPgHistoryReader, openPgHistoryStore, redactUrl, type PgHistoryReaderOptions, type PgHistoryStoreOptions } from "./history-pg.ts";
+import { openHistoryReader, openHistoryStore } from "./history-sqlite.ts";
 
 export { isPostgresUrl };
 

@@ -15,7 +15,8 @@ import {
   type AggregateReport,
   type ReportIdentity,
 } from "../../src/reports/aggregate.ts";
-import { openHistoryStore, type HistoryRecord } from "../../src/reports/history.ts";
+import type { HistoryRecord } from "../../src/reports/history.ts";
+import { openHistoryStore } from "../../src/reports/history-sqlite.ts";
 import { DKIM_RESULTS, dkimResult, SPF_RESULTS, spfResult } from "../../src/reports/normalize.ts";
 import { escapeText } from "../../src/reports/xml.ts";
 import { at, captureLogger, message, SKIP_XMLLINT, T0, T0_S, T1, validateReport, xpathString } from "./helpers.ts";

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { reportInterval } from "../../src/cli/report.ts";
-import { openHistoryStore } from "../../src/reports/history.ts";
+import { openHistoryStore } from "../../src/reports/history-sqlite.ts";
 import { freePort } from "../support/ports.ts";
 import { at, captureLogger, cli, message, SKIP_XMLLINT, T1, tempDir, validateReport, xpathString } from "./helpers.ts";
 

@@ -11,8 +11,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { openHistoryStore, type HistoryRecord, type HistoryStore, type HistoryStoreOptions, type StoredHistoryRecord } from "../../src/reports/history.ts";
+import type { HistoryRecord, HistoryStore, HistoryStoreOptions, StoredHistoryRecord } from "../../src/reports/history.ts";
 import { openPgHistoryStore } from "../../src/reports/history-pg.ts";
+import { openHistoryStore } from "../../src/reports/history-sqlite.ts";
 import { at, captureLogger, FULL, message, T0, T1 } from "./helpers.ts";
 import { PG_LABEL, PG_SKIP, startCluster, type Cluster } from "./pg-cluster.ts";
 

@@ -10,7 +10,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { HistorySchemaError, SqliteHistoryStore, type HistoryStore } from "../../src/reports/history.ts";
+import { HistorySchemaError, type HistoryStore } from "../../src/reports/history.ts";
 import {
   isPostgresUrl,
   openPgHistoryReader,
@@ -20,6 +20,7 @@ import {
   redactUrl,
   type PgHistoryStoreOptions,
 } from "../../src/reports/history-pg.ts";
+import { SqliteHistoryStore } from "../../src/reports/history-sqlite.ts";
 import { openHistory, openHistoryForReading } from "../../src/reports/open-history.ts";
 import { captureLogger, LEVEL, message, REPO, T0, T1 } from "./helpers.ts";
 import { PG_LABEL, PG_SKIP, startCluster, type Cluster } from "./pg-cluster.ts";

@@ -3,16 +3,8 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { DkimFinding, SpfFinding } from "../../src/auth/results.ts";
-import {
-  authResultsFromFindings,
-  HistorySchemaError,
-  openHistoryReader,
-  openHistoryStore,
-  SCHEMA_VERSION,
-  SqliteHistoryStore,
-  type HistoryRecord,
-  type HistoryStore,
-} from "../../src/reports/history.ts";
+import { authResultsFromFindings, HistorySchemaError, type HistoryRecord, type HistoryStore } from "../../src/reports/history.ts";
+import { openHistoryReader, openHistoryStore, SCHEMA_VERSION, SqliteHistoryStore } from "../../src/reports/history-sqlite.ts";
 import { at, captureLogger, FULL, LEVEL, message, T0, T1, tempDir } from "./helpers.ts";
 
 let dir: string;
