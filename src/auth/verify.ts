@@ -106,7 +106,8 @@ export class MessageVerifier {
 
   async finish(trusted: readonly UpstreamResult[]): Promise<Verification> {
     const [dkimResult, spfChecks] = await Promise.all([this.#dkim.finish(), this.#spf]);
-    const dkim = (dkimResult.results as MailauthDkimRow[]).map(dkimFinding);
+    const dkimRows = dkimResult.results as MailauthDkimRow[];
+    const dkim = dkimRows.map(dkimFinding);
 
     const upstreamSpf = this.#opts.spfIgnoreResults ? undefined : trustedSpf(trusted);
     const spfForDmarc = upstreamSpf ?? spfChecks[0];
@@ -117,7 +118,7 @@ export class MessageVerifier {
     const arcFinding: ArcFinding = { result: arcStatus(arcResult?.status?.result) };
 
     const dkimPassDomains = [
-      ...(dkimResult.results as MailauthDkimRow[])
+      ...dkimRows
         .filter((r) => r.status?.result === "pass" && r.signingDomain)
         .map((r) => ({ id: r.id, domain: r.signingDomain!, aligned: r.status.aligned, underSized: r.status.underSized })),
       ...trusted.filter((r) => r.method === "dkim" && r.result === "pass" && r.properties.get("header.d")).map((r) => ({ domain: r.properties.get("header.d")! })),
