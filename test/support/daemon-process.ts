@@ -1,15 +1,28 @@
 // The real daemon as a child process (`authmilter serve`), configured from a JS object
 // written as YAML, with its JSON log lines collected.
 
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
+import { gunzipSync } from "node:zlib";
 import { stringify } from "yaml";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 const NODE = join(ROOT, "node_modules/.bin/node");
 export const CLI = join(ROOT, "src/cli/main.ts");
+
+/**
+ * `authmilter report aggregate --dry-run` over the hour around now, as the daemon's history
+ * recorded it: the report files written to `out`, by name, unzipped.
+ */
+export async function aggregateReportsOfTheHour(db: string, out: string): Promise<Map<string, string>> {
+  const since = new Date(Date.now() - 3_600_000).toISOString();
+  const until = new Date(Date.now() + 3_600_000).toISOString();
+  await promisify(execFile)(NODE, [CLI, "report", "aggregate", "--db", db, "--dry-run", "--out", out, "--since", since, "--until", until, "--org-email", "postmaster@example.net"]);
+  return new Map(readdirSync(out).map((name) => [name, gunzipSync(readFileSync(join(out, name))).toString()]));
+}
 
 export interface LogLine {
   readonly level: number;
